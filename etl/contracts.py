@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -104,12 +103,22 @@ class CountyProfile(Strict):
         table = (self.path.parent if self.path else REPO_ROOT / "schemas") / self.villages_table
         towns = {t.code for t in self.towns}
         with open(table, encoding="utf-8") as f:
-            rows = [Village(code=r["code12"], name=r["name"], town_code=r["town_code9"],
-                            town_name=r["town_name"]) for r in csv.DictReader(f)]
+            rows = [
+                Village(
+                    code=r["code12"],
+                    name=r["name"],
+                    town_code=r["town_code9"],
+                    town_name=r["town_name"],
+                )
+                for r in csv.DictReader(f)
+            ]
         for line, v in enumerate(rows, start=2):
             if v.town_code not in towns:
-                raise ContractError(table, f"line {line}: town_code9",
-                                    f"{v.town_code} is not a town of the county profile")
+                raise ContractError(
+                    table,
+                    f"line {line}: town_code9",
+                    f"{v.town_code} is not a town of the county profile",
+                )
         return rows
 
 
@@ -137,8 +146,9 @@ class SystemContract(Strict):
     description: str
     kind: SourceKind
     connection: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
-    embedded: str = Field(description="connection used when nothing else is configured; "
-                                      "{home} is the data root")
+    embedded: str = Field(
+        description="connection used when nothing else is configured; {home} is the data root"
+    )
     schedule: str = "0 0 * * *"
     source_timezone: str | None = None
     retries: int = 2
@@ -159,17 +169,39 @@ class SystemContract(Strict):
 
 ColumnType = Literal["string", "int", "float", "bool", "date", "timestamp", "decimal"]
 Grade = Literal["public", "L1", "L2", "L3", "L4", "important", "core"]
-Mask = Literal["none", "name", "id_number", "mobile", "landline", "address", "bank_card",
-               "credit_code", "pseudonym", "drop"]
-Standard = Literal["gb11643", "gb32100", "gb2260", "nbs_division", "gb2261", "gb3304",
-                   "gb4754", "mobile", "landline", "phone"]
+Mask = Literal[
+    "none",
+    "name",
+    "id_number",
+    "mobile",
+    "landline",
+    "address",
+    "bank_card",
+    "credit_code",
+    "pseudonym",
+    "drop",
+]
+Standard = Literal[
+    "gb11643",
+    "gb32100",
+    "gb2260",
+    "nbs_division",
+    "gb2261",
+    "gb3304",
+    "gb4754",
+    "mobile",
+    "landline",
+    "phone",
+]
 
 
 class Column(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     type: ColumnType
-    source_name: str | None = Field(None, description="name at the source when it differs "
-                                                      "(Chinese CSV headers, pinyin API fields)")
+    source_name: str | None = Field(
+        None,
+        description="name at the source when it differs (Chinese CSV headers, pinyin API fields)",
+    )
     nullable: bool = True
     standard: Standard | None = None
     grade: Grade = "L2"
@@ -307,8 +339,11 @@ def load_profile(root: Path | None = None) -> CountyProfile:
 
 def load_system(directory: Path) -> SystemContract:
     """Load one system folder: ``system.yaml`` plus one file per dataset."""
-    datasets = [_parse(DatasetContract, p, _read_yaml(p))
-                for p in sorted(directory.glob("*.yaml")) if p.name != "system.yaml"]
+    datasets = [
+        _parse(DatasetContract, p, _read_yaml(p))
+        for p in sorted(directory.glob("*.yaml"))
+        if p.name != "system.yaml"
+    ]
     path = directory / "system.yaml"
     system = _parse(SystemContract, path, _read_yaml(path), datasets=datasets)
     if system.system != directory.name:
@@ -330,8 +365,9 @@ def load_systems(root: Path | None = None) -> list[SystemContract]:
     return [load_system(d) for d in sorted(base.iterdir()) if (d / "system.yaml").exists()]
 
 
-def find_dataset(system: str, dataset: str, root: Path | None = None) -> tuple[SystemContract,
-                                                                                 DatasetContract]:
+def find_dataset(
+    system: str, dataset: str, root: Path | None = None
+) -> tuple[SystemContract, DatasetContract]:
     sys_contract = load_system((root or schemas_root()) / "systems" / system)
     return sys_contract, sys_contract.dataset(dataset)
 
@@ -352,6 +388,3 @@ def check_all(root: Path | None = None) -> list[ContractError]:
             except ContractError as exc:
                 errors.append(exc)
     return errors
-
-
-_BRACES = re.compile(r"\{(\w+)\}")

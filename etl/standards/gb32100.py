@@ -15,8 +15,10 @@ def check_char(first17: str) -> str:
 
 def org_check_char(first8: str) -> str:
     """GB 11714 check over positions 9-16 of a credit code (a warning rule, never blocking)."""
-    total = sum((int(c) if c.isdigit() else ord(c) - 55) * w
-                for c, w in zip(first8, ORG_WEIGHTS, strict=True))
+    total = sum(
+        (int(c) if c.isdigit() else ord(c) - 55) * w
+        for c, w in zip(first8, ORG_WEIGHTS, strict=True)
+    )
     value = 11 - total % 11
     return {10: "X", 11: "0"}.get(value, str(value))
 

@@ -1,0 +1,234 @@
+"""Extract one window of one dataset: plan what to read, stream it through validation, and
+stage Parquet files (good rows and quarantined rows) for ``etl.land`` to commit.
+
+How a window's range is chosen, so that reruns and catch-ups neither double nor lose rows:
+
+- a window that already landed is read again with the range it landed with;
+- otherwise ``watermark`` reads [last committed watermark, window end), the whole table the
+  first time; ``append_id`` reads ids above the last committed id up to the current maximum;
+  ``new_files`` reads files whose (name, SHA-256) was never landed; ``snapshot`` reads the whole
+  table and compares it with the snapshot of the previous window to find inserts, updates and
+  deletes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from etl.contracts import DatasetContract, SystemContract, find_dataset, load_profile
+from etl.errors import CountylakeError
+from etl.ledger import Ledger
+from etl.settings import Paths, paths
+from etl.sources import ReadPlan, ReadReport, open_source
+from etl.validate import Validator, lake_schema
+
+OP_BY_STRATEGY = {"watermark": "U", "append_id": "I", "new_files": "I", "snapshot": None}
+ROWS_PER_FILE = 8_000_000
+
+
+@dataclass
+class Staged:
+    """What an extraction staged; passed (as a dict) from the extract task to the commit task."""
+
+    system: str
+    dataset: str
+    run_id: str
+    attempt_id: str
+    window_start: str
+    window_end: str
+    staging_dir: str
+    source: str
+    strategy: str
+    cursor_lower: str | None
+    cursor_upper: str | None
+    source_files: list[tuple[str, str]] = field(default_factory=list)
+    bad_files: list[dict] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
+    rows_read: int = 0
+    rows_good: int = 0
+    rows_quarantined: int = 0
+    rows_landed: int = 0
+    rows_unchanged: int = 0
+    rows_deleted: int = 0
+    seconds: float = 0.0
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.staging_dir)
+
+
+def local_text(moment: datetime, tz: str) -> str:
+    """A window bound as the naive local wall-clock text department databases compare with."""
+    return moment.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def plan_window(
+    system: SystemContract,
+    dataset: DatasetContract,
+    source,
+    ledger: Ledger,
+    start: datetime,
+    end: datetime,
+    tz: str,
+) -> ReadPlan | None:
+    """The range to read for this window; None when there is nothing to read."""
+    prior = ledger.landed_attempt(system.system, dataset.dataset, start)
+    strategy = dataset.incremental.strategy
+    if prior is not None:  # a rerun reads exactly what the landed attempt read
+        files = tuple(name for name, _sha in prior["files"])
+        return ReadPlan(prior["lower"], prior["upper"], files)
+    mark = ledger.watermark(system.system, dataset.dataset)
+    if strategy == "watermark":
+        upper = local_text(end, tz)
+        return ReadPlan(mark, upper) if mark is None or mark < upper else None
+    if strategy == "append_id":
+        top = source.max_value(dataset.incremental.column)
+        if top is None or (mark is not None and int(top) <= int(mark)):
+            return None
+        return ReadPlan(mark, top)
+    if strategy == "new_files":
+        seen = ledger.seen_files(system.system, dataset.dataset)
+        new = [(n, s) for n, s in source.list_files() if (n, s) not in seen]
+        return ReadPlan(files=tuple(n for n, _ in new)) if new else None
+    return ReadPlan()
+
+
+def extract(
+    system_name: str,
+    dataset_name: str,
+    window_start: str,
+    window_end: str,
+    run_id: str,
+    where: Paths | None = None,
+) -> Staged:
+    where = where or paths()
+    system, dataset = find_dataset(system_name, dataset_name)
+    tz = system.source_timezone or load_profile().timezone
+    start, end = datetime.fromisoformat(window_start), datetime.fromisoformat(window_end)
+    if start.tzinfo is None or end.tzinfo is None or end <= start:
+        raise CountylakeError(
+            f"{system_name}.{dataset_name}",
+            f"window [{window_start}, {window_end}) must be aware and non-empty",
+        )
+    ledger = Ledger(where.ledger)
+    attempt_id = uuid.uuid4().hex[:16]
+    source = open_source(system, dataset, where)
+    ledger.start(attempt_id, run_id, system.system, dataset.dataset, start, end, source.describe())
+    staging = where.staging / system.system / dataset.dataset / attempt_id
+    staged = Staged(
+        system.system,
+        dataset.dataset,
+        run_id,
+        attempt_id,
+        window_start,
+        window_end,
+        str(staging),
+        source.describe(),
+        dataset.incremental.strategy,
+        None,
+        None,
+    )
+    began = time.perf_counter()
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        plan = plan_window(system, dataset, source, ledger, start, end, tz)
+        if plan is not None:
+            staged.cursor_lower, staged.cursor_upper = plan.lower, plan.upper
+            if plan.files:
+                by_name = dict(source.list_files())
+                staged.source_files = [(n, by_name.get(n, "")) for n in plan.files]
+            _stream(source, dataset, plan, staged)
+            if dataset.incremental.strategy == "snapshot":
+                from etl.snapshot import diff_with_previous
+
+                diff_with_previous(where, staged, dataset)
+            else:
+                staged.rows_landed = staged.rows_good
+        staged.seconds = round(time.perf_counter() - began, 3)
+        (staging / "staged.json").write_text(json.dumps(asdict(staged), ensure_ascii=False))
+        ledger.update(
+            attempt_id,
+            status="staged",
+            rows_read=staged.rows_read,
+            cursor_lower=staged.cursor_lower,
+            cursor_upper=staged.cursor_upper,
+            source_files=staged.source_files,
+        )
+    except Exception as exc:
+        ledger.fail(attempt_id, str(exc))
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staged
+
+
+def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged) -> None:
+    """Source -> validation -> staged Parquet, one record batch at a time."""
+    report = ReadReport()
+    validator = Validator(dataset)
+    schema = lake_schema(dataset)
+    op = OP_BY_STRATEGY[dataset.incremental.strategy]
+    good_writer = bad_writer = None
+    part = 0
+    try:
+        for chunk in source.read(plan, report):
+            staged.rows_read += chunk.batch.num_rows
+            checked = validator.check(chunk)
+            if checked.good.num_rows:
+                if good_writer is None or staged.rows_good >= (part + 1) * ROWS_PER_FILE:
+                    if good_writer:
+                        good_writer.close()
+                        part += 1
+                    good_writer = pq.ParquetWriter(
+                        staged.dir / f"data-{part:05d}.parquet", schema, compression="zstd"
+                    )
+                good_writer.write_batch(_with_op(checked.good, schema, op))
+                staged.rows_good += checked.good.num_rows
+            if checked.bad is not None:
+                bad_writer = bad_writer or pq.ParquetWriter(
+                    staged.dir / "quarantine-00000.parquet",
+                    validator.quarantine_schema,
+                    compression="zstd",
+                )
+                bad_writer.write_batch(checked.bad)
+                staged.rows_quarantined += checked.bad.num_rows
+        if report.bad_lines:
+            bad_writer = bad_writer or pq.ParquetWriter(
+                staged.dir / "quarantine-00000.parquet",
+                validator.quarantine_schema,
+                compression="zstd",
+            )
+            bad_writer.write_batch(validator.malformed_lines(report.bad_lines))
+            staged.rows_read += len(report.bad_lines)
+            staged.rows_quarantined += len(report.bad_lines)
+    finally:
+        for writer in (good_writer, bad_writer):
+            if writer:
+                writer.close()
+        validator.close()
+    if report.bad_files:
+        keep = staged.dir / "bad_files"
+        keep.mkdir()
+        for bad in report.bad_files:
+            shutil.copy2(bad.path, keep / Path(bad.path).name)
+            (keep / f"{Path(bad.path).name}.error.txt").write_text(bad.error + "\n")
+        staged.bad_files = [{"path": b.path, "error": b.error} for b in report.bad_files]
+    staged.extra_columns = sorted(report.extra_columns)
+
+
+def _with_op(good: pa.RecordBatch, schema: pa.Schema, op: str | None) -> pa.RecordBatch:
+    columns = list(good.columns)
+    op_array = pa.nulls(good.num_rows, pa.string())
+    if op:
+        op_array = op_array.fill_null(op)
+    columns.insert(schema.get_field_index("_op"), op_array)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -1,0 +1,183 @@
+"""Commit a staged extraction: publish its files into the lake atomically, write the manifest,
+reconcile the counts, then advance the watermark in the ledger.
+
+The lake layout is ``raw/<system>/<dataset>/load_date=<day>/window=<HHMM>/`` (Parquet, zstd)
+with a ``_manifest.json`` per window, and the same under ``quarantine/`` for rejected rows and
+unreadable files. Publishing a window replaces that window's folder whole, so a rerun gives the
+same lake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pyarrow.parquet as pq
+
+from etl.contracts import find_dataset, load_profile
+from etl.errors import ReconciliationError
+from etl.extract import Staged
+from etl.ledger import Ledger
+from etl.settings import Paths, paths
+from etl.snapshot import state_dir, state_name
+from etl.validate import lake_schema
+
+
+def partition(where: Paths, zone: str, staged: Staged, tz: str) -> Path:
+    start = datetime.fromisoformat(staged.window_start).astimezone(ZoneInfo(tz))
+    base = where.raw if zone == "raw" else where.quarantine
+    return (
+        base
+        / staged.system
+        / staged.dataset
+        / f"load_date={start:%Y-%m-%d}"
+        / f"window={start:%H%M}"
+    )
+
+
+def file_entry(path: Path, root: Path) -> dict:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    entry = {
+        "path": str(path.relative_to(root)),
+        "bytes": path.stat().st_size,
+        "sha256": digest.hexdigest(),
+    }
+    if path.suffix == ".parquet":
+        entry["rows"] = pq.ParquetFile(path).metadata.num_rows
+    return entry
+
+
+def publish(files: list[Path], target: Path, manifest: dict | None) -> list[dict]:
+    """Move files into ``target`` replacing whatever it held: build the new folder beside it,
+    then swap it in with two renames."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fresh = target.with_name(target.name + ".incoming")
+    old = target.with_name(target.name + ".replaced")
+    for leftover in (fresh, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    fresh.mkdir()
+    for f in files:
+        shutil.move(f, fresh / f.name)
+    entries = [file_entry(p, fresh) for p in sorted(fresh.rglob("*")) if p.is_file()]
+    if manifest is not None:
+        manifest["files"] = entries
+        (fresh / "_manifest.json").write_text(
+            json.dumps(manifest, ensure_ascii=False, indent=2, default=str), encoding="utf-8"
+        )
+    if target.exists():
+        target.rename(old)
+    fresh.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return entries
+
+
+def _newer(current: str | None, candidate: str | None, numeric: bool) -> str | None:
+    """Watermarks never move back, even when an older window is rerun."""
+    if candidate is None:
+        return current
+    if current is None:
+        return candidate
+    key = int if numeric else str
+    return candidate if key(candidate) > key(current) else current
+
+
+def commit(staged: Staged, where: Paths | None = None) -> dict:
+    where = where or paths()
+    system, dataset = find_dataset(staged.system, staged.dataset)
+    tz = system.source_timezone or load_profile().timezone
+    ledger = Ledger(where.ledger)
+    accounted = staged.rows_landed + staged.rows_quarantined + staged.rows_unchanged
+    try:
+        if staged.rows_read != accounted:
+            raise ReconciliationError(
+                f"{staged.system}.{staged.dataset} attempt {staged.attempt_id}",
+                f"rows read {staged.rows_read} != landed {staged.rows_landed} + quarantined "
+                f"{staged.rows_quarantined} + unchanged {staged.rows_unchanged}",
+            )
+        schema = lake_schema(dataset)
+        manifest = {
+            "system": staged.system,
+            "dataset": staged.dataset,
+            "run_id": staged.run_id,
+            "attempt_id": staged.attempt_id,
+            "window": [staged.window_start, staged.window_end],
+            "source": staged.source,
+            "strategy": staged.strategy,
+            "cursor": [staged.cursor_lower, staged.cursor_upper],
+            "source_files": staged.source_files,
+            "schema_fingerprint": hashlib.sha256(schema.to_string().encode()).hexdigest()[:16],
+            "rows": {
+                "read": staged.rows_read,
+                "landed": staged.rows_landed,
+                "quarantined": staged.rows_quarantined,
+                "unchanged": staged.rows_unchanged,
+                "deleted": staged.rows_deleted,
+            },
+            "extra_columns": staged.extra_columns,
+            "committed_at": datetime.now(UTC).isoformat(),
+        }
+        raw = partition(where, "raw", staged, tz)
+        entries = publish(sorted(staged.dir.glob("data-*.parquet")), raw, manifest)
+        bad = sorted(staged.dir.glob("quarantine-*.parquet"))
+        bad_files_dir = staged.dir / "bad_files"
+        quarantined = bad + ([bad_files_dir] if bad_files_dir.exists() else [])
+        quarantine_path = partition(where, "quarantine", staged, tz)
+        if quarantined:
+            publish(quarantined, quarantine_path, {**manifest, "bad_files": staged.bad_files})
+        else:
+            shutil.rmtree(quarantine_path, ignore_errors=True)
+        state = staged.dir / "snapshot_state.parquet"
+        if state.exists():
+            target = state_dir(where, staged.system, staged.dataset)
+            target.mkdir(parents=True, exist_ok=True)
+            state.replace(target / state_name(staged.window_start))
+        numeric = staged.strategy == "append_id"
+        current = ledger.watermark(staged.system, staged.dataset)
+        mark = None
+        if staged.strategy in ("watermark", "append_id"):
+            mark = _newer(current, staged.cursor_upper, numeric)
+        data_files = [e for e in entries if e["path"].endswith(".parquet")]
+        counts = {
+            "rows_read": staged.rows_read,
+            "rows_landed": staged.rows_landed,
+            "rows_quarantined": staged.rows_quarantined,
+            "rows_unchanged": staged.rows_unchanged,
+            "rows_deleted": staged.rows_deleted,
+            "files_read": len(staged.source_files),
+            "files_quarantined": len(staged.bad_files),
+            "files_written": len(data_files),
+            "bytes": sum(e["bytes"] for e in data_files),
+            "partition_path": str(raw),
+            "error": "; ".join(f"{b['path']}: {b['error']}" for b in staged.bad_files) or None,
+        }
+        ledger.land(
+            staged.attempt_id,
+            staged.system,
+            staged.dataset,
+            mark,
+            datetime.fromisoformat(staged.window_start),
+            datetime.fromisoformat(staged.window_end),
+            [tuple(f) for f in staged.source_files],
+            counts,
+        )
+    except Exception as exc:
+        ledger.fail(staged.attempt_id, str(exc))
+        raise
+    finally:
+        shutil.rmtree(staged.dir, ignore_errors=True)
+    return {
+        "system": staged.system,
+        "dataset": staged.dataset,
+        "attempt_id": staged.attempt_id,
+        "window_start": staged.window_start,
+        "seconds": staged.seconds,
+        **{k: v for k, v in counts.items() if k.startswith(("rows", "files", "bytes"))},
+        "partition": str(raw),
+    }

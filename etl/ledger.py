@@ -1,0 +1,174 @@
+"""The run ledger: every attempt of every dataset, the watermarks and the files already taken.
+
+A DuckDB file under the data root. DuckDB lets one process write at a time, so each call opens
+the file briefly and retries while another task holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    attempt_id VARCHAR PRIMARY KEY,
+    run_id VARCHAR, system VARCHAR, dataset VARCHAR,
+    window_start TIMESTAMPTZ, window_end TIMESTAMPTZ,
+    status VARCHAR,                  -- running | staged | landed | failed
+    started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
+    rows_read BIGINT, rows_landed BIGINT, rows_quarantined BIGINT,
+    rows_unchanged BIGINT, rows_deleted BIGINT,
+    files_read INTEGER, files_quarantined INTEGER, files_written INTEGER, bytes BIGINT,
+    cursor_lower VARCHAR, cursor_upper VARCHAR, source_files VARCHAR,
+    source VARCHAR, partition_path VARCHAR, error VARCHAR
+);
+CREATE TABLE IF NOT EXISTS watermarks (
+    system VARCHAR, dataset VARCHAR, value VARCHAR, window_end TIMESTAMPTZ,
+    attempt_id VARCHAR, updated_at TIMESTAMPTZ, PRIMARY KEY (system, dataset)
+);
+CREATE TABLE IF NOT EXISTS seen_files (
+    system VARCHAR, dataset VARCHAR, name VARCHAR, sha256 VARCHAR,
+    window_start TIMESTAMPTZ, attempt_id VARCHAR, PRIMARY KEY (system, dataset, name, sha256)
+);
+"""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    def __init__(self, path: Path):
+        self.path = path
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if read_only and not self.path.exists():
+            read_only = False
+        for attempt in range(60):
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:  # another process holds the write lock
+                if "lock" not in str(exc).lower() or attempt == 59:
+                    raise
+                time.sleep(0.1 + random.random() * 0.4)
+        try:
+            if not read_only:
+                con.execute(SCHEMA)
+            yield con
+        finally:
+            con.close()
+
+    # ------------------------------------------------------------------ attempts
+
+    def start(
+        self,
+        attempt_id: str,
+        run_id: str,
+        system: str,
+        dataset: str,
+        window_start: datetime,
+        window_end: datetime,
+        source: str,
+    ) -> None:
+        with self.connect() as con:
+            con.execute(
+                "INSERT INTO runs (attempt_id, run_id, system, dataset, window_start, window_end,"
+                " status, started_at, source) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                [attempt_id, run_id, system, dataset, window_start, window_end, _now(), source],
+            )
+
+    def update(self, attempt_id: str, **fields) -> None:
+        if "source_files" in fields and not isinstance(fields["source_files"], str | None):
+            fields["source_files"] = json.dumps(fields["source_files"], ensure_ascii=False)
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.connect() as con:
+            con.execute(
+                f"UPDATE runs SET {sets} WHERE attempt_id = ?", [*fields.values(), attempt_id]
+            )
+
+    def fail(self, attempt_id: str, error: str) -> None:
+        self.update(attempt_id, status="failed", finished_at=_now(), error=error)
+
+    def land(
+        self,
+        attempt_id: str,
+        system: str,
+        dataset: str,
+        watermark: str | None,
+        window_start: datetime,
+        window_end: datetime,
+        files: list[tuple[str, str]],
+        counts: dict,
+    ) -> None:
+        """Close a landed attempt and advance the watermark in one transaction."""
+        with self.connect() as con:
+            con.execute("BEGIN")
+            sets = ", ".join(f"{k} = ?" for k in counts)
+            con.execute(
+                f"UPDATE runs SET status = 'landed', finished_at = ?, {sets} WHERE attempt_id = ?",
+                [_now(), *counts.values(), attempt_id],
+            )
+            if watermark is not None:
+                con.execute(
+                    "INSERT OR REPLACE INTO watermarks VALUES (?, ?, ?, ?, ?, ?)",
+                    [system, dataset, watermark, window_end, attempt_id, _now()],
+                )
+            for name, sha in files:
+                con.execute(
+                    "INSERT OR REPLACE INTO seen_files VALUES (?, ?, ?, ?, ?, ?)",
+                    [system, dataset, name, sha, window_start, attempt_id],
+                )
+            con.execute("COMMIT")
+
+    # ------------------------------------------------------------------ reading
+
+    def watermark(self, system: str, dataset: str) -> str | None:
+        with self.connect(read_only=True) as con:
+            row = con.execute(
+                "SELECT value FROM watermarks WHERE system = ? AND dataset = ?", [system, dataset]
+            ).fetchone()
+        return row[0] if row else None
+
+    def landed_attempt(self, system: str, dataset: str, window_start: datetime) -> dict | None:
+        """The last landed attempt of this exact window, so a rerun reads the same range."""
+        with self.connect(read_only=True) as con:
+            cur = con.execute(
+                "SELECT attempt_id, cursor_lower, cursor_upper, source_files FROM runs "
+                "WHERE system = ? AND dataset = ? AND window_start = ? AND status = 'landed' "
+                "ORDER BY finished_at DESC LIMIT 1",
+                [system, dataset, window_start],
+            )
+            row = cur.fetchone()
+        if not row:
+            return None
+        files = json.loads(row[3]) if row[3] else []
+        return {"attempt_id": row[0], "lower": row[1], "upper": row[2], "files": files}
+
+    def seen_files(self, system: str, dataset: str) -> set[tuple[str, str]]:
+        with self.connect(read_only=True) as con:
+            rows = con.execute(
+                "SELECT name, sha256 FROM seen_files WHERE system = ? AND dataset = ?",
+                [system, dataset],
+            ).fetchall()
+        return {(n, s) for n, s in rows}
+
+    def latest(self) -> list[dict]:
+        """The newest attempt per dataset and window, newest windows first."""
+        with self.connect(read_only=True) as con:
+            cur = con.execute("""
+                SELECT * FROM runs
+                QUALIFY row_number() OVER (PARTITION BY system, dataset, window_start
+                                           ORDER BY started_at DESC) = 1
+                ORDER BY window_start DESC, system, dataset""")
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

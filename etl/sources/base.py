@@ -1,0 +1,64 @@
+"""What every source hands to the pipeline: record batches with where each row came from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pyarrow as pa
+
+from etl.contracts import DatasetContract, SystemContract
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Rows of one origin (a table, a file, an API page), columns named as at the source."""
+
+    batch: pa.RecordBatch
+    origin: str
+    first_row: int = 1  # 1-based row number of batch row 0 within its origin (for messages)
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """What to read for one window. ``lower``/``upper`` bound the incremental column
+    (lower exclusive for ids, inclusive for timestamps; upper inclusive for ids, exclusive for
+    timestamps); ``files`` lists the export files to read for new_files datasets."""
+
+    lower: str | None = None
+    upper: str | None = None
+    files: tuple[str, ...] = ()
+
+
+@dataclass
+class BadFile:
+    """A whole file that could not be parsed: kept in quarantine with its error."""
+
+    path: str
+    error: str
+
+
+@dataclass
+class ReadReport:
+    """Filled by a source while it streams: files it could not read, malformed lines, drift."""
+
+    bad_files: list[BadFile] = field(default_factory=list)
+    bad_lines: list[dict] = field(default_factory=list)
+    extra_columns: set[str] = field(default_factory=set)
+
+
+class Source(Protocol):
+    system: SystemContract
+    dataset: DatasetContract
+
+    def describe(self) -> str:
+        """Where the data comes from, without secrets (for messages and the manifest)."""
+
+    def read(self, plan: ReadPlan, report: ReadReport) -> Iterator[Chunk]:
+        """Stream the rows of the plan."""
+
+
+def missing_columns(dataset: DatasetContract, present: list[str]) -> list[str]:
+    have = set(present)
+    return [c.at_source for c in dataset.columns if c.at_source not in have]

@@ -1,0 +1,147 @@
+"""SQL department systems (SQLite, PostgreSQL, MariaDB/MySQL and the domestic databases that
+speak their protocols), streamed as Arrow record batches by connectorx: no row cursors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import connectorx as cx
+
+from etl.connections import redact
+from etl.contracts import DatasetContract, SystemContract
+from etl.errors import SourceError
+from etl.sources.base import Chunk, ReadPlan, ReadReport, missing_columns
+
+BATCH_ROWS = 131_072
+_SCHEMES = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "sqlite": "sqlite",
+}
+
+
+def connectorx_url(url: str) -> str:
+    """Accept SQLAlchemy-style URLs (postgresql+psycopg://, mariadb+pymysql://) too."""
+    scheme, _, rest = url.partition("://")
+    base = _SCHEMES.get(scheme.split("+")[0])
+    if base is None:
+        raise SourceError(
+            redact(url),
+            f"unsupported database scheme {scheme!r}",
+            "use postgresql://, mysql:// or sqlite:///",
+        )
+    return f"{base}://{rest}"
+
+
+def quote(name: str, url: str) -> str:
+    return f"`{name}`" if url.startswith("mysql") else f'"{name}"'
+
+
+def stream_query(url: str, query: str, batch_rows: int = BATCH_ROWS):
+    """A pyarrow RecordBatchReader over the query's result."""
+    return cx.read_sql(url, query, return_type="arrow_stream", batch_size=batch_rows)
+
+
+class SqlSource:
+    def __init__(self, system: SystemContract, dataset: DatasetContract, url: str):
+        self.system, self.dataset = system, dataset
+        self.url = connectorx_url(url)
+        self.table = dataset.table
+
+    def describe(self) -> str:
+        return f"{redact(self.url)} table {self.table}"
+
+    def _q(self, name: str) -> str:
+        return quote(name, self.url)
+
+    def _run(self, query: str, what: str):
+        if self.url.startswith("sqlite://"):
+            path = Path(urlsplit(self.url).path)
+            if not path.exists():
+                raise SourceError(
+                    self.describe(),
+                    f"database file {path} does not exist",
+                    "run `countylake simulate` or fix the connection",
+                )
+        try:
+            return cx.read_sql(self.url, query, return_type="arrow")
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # connectorx raises RuntimeError, or panics
+            raise SourceError(
+                self.describe(),
+                f"{what} failed: {_first_line(exc)}",
+                "check that the system is up and the connection is right",
+            ) from exc
+
+    def source_columns(self) -> list[str]:
+        probe = self._run(f"SELECT * FROM {self._q(self.table)} WHERE 1 = 0", "probe")
+        return probe.column_names
+
+    def max_value(self, column: str) -> str | None:
+        result = self._run(
+            f"SELECT MAX({self._q(column)}) AS m FROM {self._q(self.table)}",
+            "reading the high-water mark",
+        )
+        value = result.column(0)[0].as_py()
+        return None if value is None else str(value)
+
+    def read(self, plan: ReadPlan, report: ReadReport) -> Iterator[Chunk]:
+        present = self.source_columns()
+        missing = missing_columns(self.dataset, present)
+        if missing:
+            raise SourceError(
+                self.describe(),
+                f"columns missing at the source: {missing}",
+                "the department changed its schema; update the contract",
+            )
+        wanted = {c.at_source for c in self.dataset.columns}
+        report.extra_columns.update(c for c in present if c not in wanted)
+        q = self._q
+        if self.url.startswith("sqlite"):
+            # SQLite keeps whatever it is given: read text and let etl.validate type each cell,
+            # so one bad date costs one row instead of the run.
+            select = ", ".join(
+                f"CAST({q(c.at_source)} AS TEXT) AS {q(c.at_source)}" for c in self.dataset.columns
+            )
+        else:
+            select = ", ".join(q(c.at_source) for c in self.dataset.columns)
+        query = f"SELECT {select} FROM {q(self.table)}"
+        where = []
+        inc = self.dataset.incremental
+        if inc.column:
+            col = q(self.dataset.columns[self.dataset.column_names.index(inc.column)].at_source)
+            if inc.strategy == "append_id":
+                if plan.lower is not None:
+                    where.append(f"{col} > {int(plan.lower)}")
+                if plan.upper is not None:
+                    where.append(f"{col} <= {int(plan.upper)}")
+            else:
+                if plan.lower is not None:
+                    where.append(f"{col} >= '{plan.lower}'")
+                if plan.upper is not None:
+                    where.append(f"{col} < '{plan.upper}'")
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        try:
+            reader = stream_query(self.url, query)
+            row = 1
+            for batch in reader:
+                if batch.num_rows:
+                    yield Chunk(batch, self.table, row)
+                    row += batch.num_rows
+        except SourceError:
+            raise
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # connectorx panics surface as pyo3 PanicException
+            raise SourceError(self.describe(), f"reading failed: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
