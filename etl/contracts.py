@@ -248,7 +248,10 @@ class FileSource(Strict):
         import codecs
 
         for name in value:
-            codecs.lookup(name)  # raises LookupError -> reported as the field's reason
+            try:
+                codecs.lookup(name)
+            except LookupError as exc:
+                raise ValueError(f"unknown encoding {name!r}") from exc
         return value
 
 

@@ -34,7 +34,8 @@ class HttpApiSource:
         parts = urlsplit(url)
         self.base = f"{parts.scheme}://{parts.hostname}:{parts.port or 80}"
         self.client_id, self.secret = credentials(url)
-        self.timeout_s, self.backoff_s = timeout_s, backoff_s
+        self.timeout_s = TIMEOUT_S if timeout_s is None else timeout_s
+        self.backoff_s = BACKOFF_S if backoff_s is None else backoff_s
         self._last_request = 0.0
 
     def describe(self) -> str:
