@@ -10,7 +10,7 @@ import pytest
 
 from etl.contracts import REPO_ROOT
 
-SIM_SCALE = 0.01
+SIM_SCALE = 0.03
 SIM_SEED = 7
 
 

@@ -27,8 +27,8 @@ class HttpApiSource:
         system: SystemContract,
         dataset: DatasetContract,
         url: str,
-        timeout_s: float = TIMEOUT_S,
-        backoff_s: float = BACKOFF_S,
+        timeout_s: float | None = None,
+        backoff_s: float | None = None,
     ):
         self.system, self.dataset, self.api = system, dataset, dataset.api
         parts = urlsplit(url)

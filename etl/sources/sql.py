@@ -104,9 +104,11 @@ class SqlSource:
         q = self._q
         if self.url.startswith("sqlite"):
             # SQLite keeps whatever it is given: read text and let etl.validate type each cell,
-            # so one bad date costs one row instead of the run.
+            # so one bad date costs one row instead of the run. connectorx infers an expression's
+            # type from its first value, so NULL is read as '' (etl.validate reads '' as NULL).
             select = ", ".join(
-                f"CAST({q(c.at_source)} AS TEXT) AS {q(c.at_source)}" for c in self.dataset.columns
+                f"COALESCE(CAST({q(c.at_source)} AS TEXT), '') AS {q(c.at_source)}"
+                for c in self.dataset.columns
             )
         else:
             select = ", ".join(q(c.at_source) for c in self.dataset.columns)

@@ -1,0 +1,128 @@
+"""Bad input fails only its own dataset, with a message naming the source, the place and the
+reason; nothing already landed is damaged; every failure is in the ledger; bad rows and files
+are kept in quarantine."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from ingest_helpers import api_server, lake_digest, lake_rows, run_day
+
+import etl.sources.http as http_source
+from conftest import copy_sources
+from etl.errors import SourceError
+from etl.ledger import Ledger
+
+
+@pytest.fixture
+def sources(home, simulated_days):
+    copy_sources(simulated_days, 1, home)
+    return home / "sources"
+
+
+def failed_attempts(home) -> dict[str, str]:
+    return {f"{r['system']}.{r['dataset']}": r["error"]
+            for r in Ledger(home / "state" / "ledger.duckdb").latest() if r["status"] == "failed"}
+
+
+def test_a_source_that_is_down_fails_only_its_datasets(home, sources):
+    (sources / "health.db").unlink()
+    results, errors = run_day(1, {"health.consultation", "health.referral",
+                                  "public_security.resident"})
+    assert set(errors) == {"health.consultation", "health.referral"}
+    assert isinstance(errors["health.consultation"], SourceError)
+    assert "health.db" in str(errors["health.consultation"])
+    assert "does not exist" in str(errors["health.consultation"])
+    assert results["public_security.resident"]["rows_landed"] > 0
+    assert set(failed_attempts(home)) == {"health.consultation", "health.referral"}
+
+
+def test_a_column_missing_at_the_source_is_named(home, sources):
+    with sqlite3.connect(sources / "public_security.db") as con:
+        con.execute("ALTER TABLE resident DROP COLUMN phone")
+    _, errors = run_day(1, {"public_security.resident"})
+    message = str(errors["public_security.resident"])
+    assert "table resident" in message and "columns missing at the source: ['phone']" in message
+    assert "update the contract" in message
+
+
+def test_a_failure_later_leaves_what_landed_untouched(home, sources, simulated_days):
+    only = {"health.consultation"}
+    run_day(1, only)
+    before = lake_digest(home)
+    copy_sources(simulated_days, 2, home)
+    (home / "sources" / "health.db").write_bytes(b"this is not a database")
+    _, errors = run_day(2, only)
+    assert "health.consultation" in errors
+    assert lake_digest(home) == before
+    assert "health.consultation" in failed_attempts(home)
+
+
+def _export(sources, system: str, suffix: str):
+    (path,) = sorted((sources / system / "exports").glob(f"*{suffix}"))
+    return path
+
+
+def test_a_truncated_csv_keeps_its_broken_line_in_quarantine(home, sources):
+    path = _export(sources, "hotline", ".csv")
+    data = path.read_bytes()
+    cut = data.rstrip(b"\r\n").rfind(b",")  # inside the last line: too few fields
+    path.write_bytes(data[:cut])
+    results, errors = run_day(1, {"hotline.ticket"})
+    assert errors == {}
+    ticket = results["hotline.ticket"]
+    assert ticket["rows_quarantined"] >= 1
+    import duckdb
+
+    rows = duckdb.execute(f"SELECT _origin, _row, _reasons, _raw FROM read_parquet("
+                      f"'{home}/lake/quarantine/hotline/ticket/**/*.parquet') "
+                      f"WHERE list_contains(_reasons, 'parse:columns')").fetchall()
+    assert len(rows) == 1
+    origin, row, _reasons, raw = rows[0]
+    assert origin == path.name and row > 1 and raw
+
+
+def test_a_file_in_an_undeclared_encoding_is_kept_whole(home, sources):
+    path = _export(sources, "housing_fund", ".csv")
+    path.write_bytes(path.read_bytes().decode("gb18030").encode("utf-8"))
+    results, errors = run_day(1, {"housing_fund.deposit"})
+    assert errors == {}
+    deposit = results["housing_fund.deposit"]
+    assert deposit["files_quarantined"] == 1 and deposit["rows_landed"] == 0
+    kept = list((home / "lake" / "quarantine" / "housing_fund").rglob(path.name))
+    assert len(kept) == 1 and kept[0].read_bytes() == path.read_bytes()
+    error = kept[0].with_name(path.name + ".error.txt").read_text()
+    assert "UTF-8" in error and "gb18030" in error
+
+
+def test_an_unreadable_workbook_is_kept_whole(home, sources):
+    path = _export(sources, "hrss", ".xlsx")
+    path.write_bytes(path.read_bytes()[:500])  # a truncated download
+    results, errors = run_day(1, {"hrss.insured_person"})
+    assert errors == {}
+    assert results["hrss.insured_person"]["files_quarantined"] == 1
+    assert lake_rows(home, "raw", "hrss", "insured_person") == 0
+    errors_kept = list((home / "lake" / "quarantine" / "hrss").rglob("*.error.txt"))
+    assert "not a readable Excel workbook" in errors_kept[0].read_text()
+
+
+@pytest.mark.parametrize(("fault", "expected"), [("500", "HTTP 500 after 5 attempts"),
+                                                 ("garbage", "answer is not JSON")])
+def test_an_api_answering_badly_fails_with_where_and_why(home, sources, monkeypatch, fault,
+                                                          expected):
+    monkeypatch.setattr(http_source, "BACKOFF_S", 0.01)
+    with api_server(home, monkeypatch) as server:
+        server.fault = fault
+        _, errors = run_day(1, {"traffic_police.violation"})
+    message = str(errors["traffic_police.violation"])
+    assert expected in message and "/api/v1/violations page 1" in message
+    assert "traffic_police.violation" in failed_attempts(home)
+
+
+def test_an_api_recovers_within_its_retries(home, sources, monkeypatch):
+    monkeypatch.setattr(http_source, "BACKOFF_S", 0.01)
+    with api_server(home, monkeypatch) as server:
+        server.fail_next = 2
+        results, errors = run_day(1, {"traffic_police.violation"})
+    assert errors == {} and results["traffic_police.violation"]["rows_landed"] > 0
