@@ -1,0 +1,70 @@
+"""What the DAG files read at parse time: the contracts that load, the ones that do not, the
+names of the assets they produce and the date schedules start from.
+
+Airflow re-parses DAG files every few seconds, so this module imports only the contract loader
+and the settings (pydantic and yaml), never pandas, pyarrow, duckdb or Airflow itself.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+
+from etl.contracts import ContractError, SystemContract, load_system, schemas_root
+from etl.settings import paths
+
+DEFAULT_START_DATE = "2026-11-01"
+
+
+def schedule_start() -> date:
+    """First day DAG schedules cover (``COUNTYLAKE_START_DATE``, ISO date).
+
+    A fixed setting rather than the simulation profile's start date: a real county goes live on
+    a day of its own choosing, and catchup is off, so this only bounds the earliest window.
+    """
+    value = os.environ.get("COUNTYLAKE_START_DATE", DEFAULT_START_DATE)
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"COUNTYLAKE_START_DATE: {value!r} is not an ISO date") from exc
+
+
+def load_systems_each(root: Path | None = None) -> tuple[list[SystemContract], list[ContractError]]:
+    """Load every system folder on its own, so one broken contract does not hide the others.
+
+    Cached per process while no contract file changes: ``ingest.py`` and ``contract_errors.py``
+    both read them, and ``dag.test`` re-parses the dags folder on every call.
+    """
+    base = (root or schemas_root()) / "systems"
+    stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(base.rglob("*")))
+    systems, errors = _load_systems_each(base, stamp)
+    return list(systems), list(errors)
+
+
+@lru_cache(maxsize=4)
+def _load_systems_each(base: Path, stamp: tuple) -> tuple[tuple, tuple]:
+    systems: list[SystemContract] = []
+    errors: list[ContractError] = []
+    for directory in sorted(base.iterdir()):
+        if not (directory / "system.yaml").exists():
+            continue
+        try:
+            systems.append(load_system(directory))
+        except ContractError as exc:
+            errors.append(exc)
+    return tuple(systems), tuple(errors)
+
+
+def raw_asset_name(system: str, dataset: str) -> str:
+    """Stable name of a landed raw dataset; downstream DAGs schedule on ``Asset.ref(name=...)``."""
+    return f"countylake.raw.{system}.{dataset}"
+
+
+def raw_asset_uri(system: str, dataset: str, home: str | Path | None = None) -> str:
+    """Where the dataset lands: ``file://<data root>/lake/raw/<system>/<dataset>``."""
+    return (paths(home).raw / system / dataset).as_uri()
+
+
+RAW_ASSET_GROUP = "countylake.raw"
