@@ -1,0 +1,109 @@
+"""DAG integrity: Airflow itself parses dags/ into one ingest DAG per department system, built
+from the contracts, quickly, without heavy imports, and a broken contract costs only its own DAG.
+
+Each check parses in a fresh interpreter (tests/airflow_probe.py) with its own Airflow home,
+because Airflow reads its configuration when it is first imported.
+"""
+
+from __future__ import annotations
+
+import pytest
+from airflow_probe import call
+
+from etl.contracts import REPO_ROOT, load_systems
+
+DAY_START, DAY_END = "2026-11-01T00:00:00+08:00", "2026-11-02T00:00:00+08:00"
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory) -> dict:
+    return call(["describe"], tmp_path_factory.mktemp("dags"))
+
+
+def test_dags_folder_imports_cleanly(parsed):
+    assert parsed["import_errors"] == {}
+
+
+def test_one_dag_per_system_with_a_group_per_dataset(parsed):
+    systems = load_systems()
+    assert set(parsed["dags"]) == {s.dag_id for s in systems}
+    for system in systems:
+        dag = parsed["dags"][system.dag_id]
+        assert set(dag["groups"]) == {d.dataset for d in system.datasets}
+        assert dag["loose_tasks"] == []  # every task belongs to a dataset's group
+        assert dag["tags"] == sorted([system.department.code, "ingest"])
+        assert system.description in dag["doc_md"]
+        for name, group in dag["groups"].items():
+            assert group["tasks"] == ["commit", "extract"]
+            assert group["commit_upstream"] == [f"{name}.extract"]  # extract >> commit
+            assert group["retries"] == [system.retries] and group["backoff"] == [2.0]
+            assert group["owner"] == [system.owner]
+
+
+def test_each_commit_emits_its_dataset_asset(parsed, tmp_path_factory):
+    names = []
+    for dag_id, dag in parsed["dags"].items():
+        system = dag_id.removeprefix("ingest_")
+        for name, group in dag["groups"].items():
+            assert group["extract_outlets"] == 0
+            [asset] = group["outlets"]
+            assert asset["name"] == f"countylake.raw.{system}.{name}"
+            assert asset["uri"].startswith("file:///")
+            assert asset["uri"].endswith(f"/lake/raw/{system}/{name}")
+            names.append(asset["name"])
+    assert len(names) == len(set(names)) == sum(len(s.datasets) for s in load_systems())
+
+
+def test_schedule_is_daily_half_open_windows_in_county_time(parsed):
+    for dag in parsed["dags"].values():
+        assert dag["timezone"] == "Asia/Shanghai"
+        assert dag["timetable"] == dag["core_timetable"] == "CronDataIntervalTimetable"
+        assert dag["catchup"] is False
+        assert dag["start_date"] == "2026-10-31T16:00:00+00:00"  # 2026-11-01 00:00 Shanghai
+        assert dag["windows"] == [[DAY_START, DAY_END]]
+
+
+def test_parsing_is_fast_and_imports_nothing_heavy(parsed):
+    assert parsed["heavy_imported_by_parse"] == []
+    assert parsed["parse_seconds"] < 5, parsed["parse_seconds"]
+
+
+def _break(schemas, relative: str, old: str, new: str) -> None:
+    path = schemas / "systems" / relative
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("relative", "old", "new", "field"),
+    [
+        ("hotline/system.yaml", "kind: csv", "kind: fax", "kind"),
+        ("health/referral.yaml", "primary_key:", "primary_key: [\n  oops", "line"),
+    ],
+    ids=["bad-field", "bad-yaml"],
+)
+def test_broken_contract_costs_only_its_own_dag(tmp_path, schemas, relative, old, new, field):
+    _break(schemas, relative, old, new)
+    broken = relative.split("/")[0]
+    out = call(["describe"], tmp_path / "data", schemas=schemas)
+
+    expected = {s.dag_id for s in load_systems(REPO_ROOT / "schemas")} - {f"ingest_{broken}"}
+    assert set(out["dags"]) == expected
+    [(file, message)] = out["import_errors"].items()
+    assert file.endswith("dags/contract_errors.py")
+    assert str(schemas / "systems" / relative) in message
+    assert f": {field}" in message
+
+
+def test_dataset_with_its_own_schedule_gets_its_own_dag(tmp_path, schemas):
+    path = schemas / "systems" / "health" / "referral.yaml"
+    path.write_text(path.read_text(encoding="utf-8") + '\nschedule: "0 * * * *"\n', "utf-8")
+    out = call(["describe"], tmp_path / "data", schemas=schemas)
+
+    assert out["import_errors"] == {}
+    assert set(out["dags"]["ingest_health"]["groups"]) == {"consultation"}
+    hourly = out["dags"]["ingest_health__referral"]
+    assert set(hourly["groups"]) == {"referral"}
+    assert len(hourly["windows"]) == 24
+    assert hourly["windows"][0][0] == DAY_START and hourly["windows"][-1][1] == DAY_END
