@@ -511,6 +511,10 @@ def markdown(report: dict) -> str:
         f"{report['host']['load_average_1m']['after']:.2f} after it: other work on the machine "
         "lowers every rate, so compare the ratios.",
         "",
+        "CPU seconds per million rows (steadier than wall time on a busy machine): "
+        + ", ".join(f"{key} {v['cpu_s'] / v['rows'] * 1e6:.2f}" for key, v in m.items())
+        + ".",
+        "",
         f"The project run landed {m['project']['rows_landed']:,} rows "
         f"({m['project']['rows_quarantined']:,} quarantined) in "
         f"{m['project']['files_written']} Parquet file(s), "
