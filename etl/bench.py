@@ -104,7 +104,7 @@ def insert_sql(villages: list[str]) -> str:
     return f"""
 INSERT INTO {TABLE} ({", ".join(COLUMN_NAMES)})
 SELECT i,
-       '370322' || to_char(b, 'YYYYMMDD') || lpad((i % 1000)::text, 3, '0')
+       '110105' || to_char(b, 'YYYYMMDD') || lpad((i % 1000)::text, 3, '0')
            || substr('10X98765432', 1 + (i % 11)::int, 1),
        ({surnames})[1 + (i * 7 % {len(SURNAMES)})::int]
            || ({given})[1 + (i * 13 % {len(GIVEN)})::int]

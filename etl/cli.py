@@ -15,17 +15,21 @@ from zoneinfo import ZoneInfo
 from etl.errors import CountylakeError
 
 
-def _table(rows: list[dict], columns: list[str]) -> str:
+def text_table(rows: list[dict], columns: list[str]) -> str:
     """A plain aligned text table (numbers right-aligned)."""
     if not rows:
         return "(nothing yet)"
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(_width(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(r.get(c), int | float) or r.get(c) is None for r in rows)
-               for c in columns]
+    numeric = [
+        all(isinstance(r.get(c), int | float) or r.get(c) is None for r in rows) for c in columns
+    ]
+
     def line(values):
-        return "  ".join(_pad(v, w, right) for v, w, right in zip(values, widths, numeric,
-                                                                   strict=True))
+        return "  ".join(
+            _pad(v, w, right) for v, w, right in zip(values, widths, numeric, strict=True)
+        )
+
     return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])
 
 
@@ -62,8 +66,10 @@ def cmd_check(args) -> int:
         return 1
     profile, systems = load_profile(), load_systems()
     datasets = sum(len(s.datasets) for s in systems)
-    print(f"{profile.name} ({profile.code}): {len(profile.towns)} towns, "
-          f"{len(profile.villages)} villages; {len(systems)} systems, {datasets} datasets: OK")
+    print(
+        f"{profile.name} ({profile.code}): {len(profile.towns)} towns, "
+        f"{len(profile.villages)} villages; {len(systems)} systems, {datasets} datasets: OK"
+    )
     return 0
 
 
@@ -71,8 +77,14 @@ def cmd_simulate(args) -> int:
     from etl.settings import paths
     from etl.simulate import simulate
 
-    summary = simulate(paths().home, scale=args.scale, days=args.days, seed=args.seed,
-                       target=args.target, progress=print)
+    summary = simulate(
+        paths().home,
+        scale=args.scale,
+        days=args.days,
+        seed=args.seed,
+        target=args.target,
+        progress=print,
+    )
     print(f"simulated county at day {summary.day} ({summary.target})")
     return 0
 
@@ -105,8 +117,22 @@ def cmd_run(args) -> int:
             except CountylakeError as exc:
                 failed += 1
                 print(f"FAILED {system.system}.{dataset.dataset}: {exc}", file=sys.stderr)
-    print(_table(results, ["system", "dataset", "rows_read", "rows_landed", "rows_quarantined",
-                           "rows_unchanged", "rows_deleted", "files_written", "seconds"]))
+    print(
+        text_table(
+            results,
+            [
+                "system",
+                "dataset",
+                "rows_read",
+                "rows_landed",
+                "rows_quarantined",
+                "rows_unchanged",
+                "rows_deleted",
+                "files_written",
+                "seconds",
+            ],
+        )
+    )
     return 1 if failed else 0
 
 
@@ -126,22 +152,46 @@ def cmd_status(args) -> int:
             continue
         read = r["rows_read"]
         accounted = sum(r[k] or 0 for k in ("rows_landed", "rows_quarantined", "rows_unchanged"))
-        rows.append({
-            "day": f"{r['window_start'].astimezone(zone):%Y-%m-%d}",
-            "dataset": f"{r['system']}.{r['dataset']}",
-            "status": r["status"],
-            "read": read, "landed": r["rows_landed"], "quarantined": r["rows_quarantined"],
-            "unchanged": r["rows_unchanged"], "deleted": r["rows_deleted"],
-            "files": r["files_written"],
-            "seconds": (r["finished_at"] - r["started_at"]).total_seconds()
-            if r["finished_at"] else None,
-            "reconciled": "" if read is None or r["status"] != "landed"
-            else ("yes" if read == accounted else "NO"),
-            "error": (r["error"] or "")[:70],
-        })
+        rows.append(
+            {
+                "day": f"{r['window_start'].astimezone(zone):%Y-%m-%d}",
+                "dataset": f"{r['system']}.{r['dataset']}",
+                "status": r["status"],
+                "read": read,
+                "landed": r["rows_landed"],
+                "quarantined": r["rows_quarantined"],
+                "unchanged": r["rows_unchanged"],
+                "deleted": r["rows_deleted"],
+                "files": r["files_written"],
+                "seconds": (r["finished_at"] - r["started_at"]).total_seconds()
+                if r["finished_at"]
+                else None,
+                "reconciled": ""
+                if read is None or r["status"] != "landed"
+                else ("yes" if read == accounted else "NO"),
+                "error": (r["error"] or "")[:70],
+            }
+        )
     rows = rows[: args.limit]
-    print(_table(rows, ["day", "dataset", "status", "read", "landed", "quarantined",
-                        "unchanged", "deleted", "files", "seconds", "reconciled", "error"]))
+    print(
+        text_table(
+            rows,
+            [
+                "day",
+                "dataset",
+                "status",
+                "read",
+                "landed",
+                "quarantined",
+                "unchanged",
+                "deleted",
+                "files",
+                "seconds",
+                "reconciled",
+                "error",
+            ],
+        )
+    )
     return 0
 
 
@@ -175,48 +225,71 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="countylake",
         description="County big-data center (县大数据中心): contracts, ingestion, lake, ledger. "
-                    "Data lives under COUNTYLAKE_HOME (default ./data).")
+        "Data lives under COUNTYLAKE_HOME (default ./data).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("check", help="validate every contract under schemas/",
-                       description="Validate the county profile and every department contract; "
-                                   "print each invalid one with file, field and reason.")
+    p = sub.add_parser(
+        "check",
+        help="validate every contract under schemas/",
+        description="Validate the county profile and every department contract; "
+        "print each invalid one with file, field and reason.",
+    )
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("simulate", help="generate (or grow) the simulated county's systems",
-                       description="Write the department systems of a simulated county: SQL "
-                                   "databases, CSV/Excel exports and the signed HTTP API data. "
-                                   "Growing to more --days keeps earlier days unchanged.")
+    p = sub.add_parser(
+        "simulate",
+        help="generate (or grow) the simulated county's systems",
+        description="Write the department systems of a simulated county: SQL "
+        "databases, CSV/Excel exports and the signed HTTP API data. "
+        "Growing to more --days keeps earlier days unchanged.",
+    )
     p.add_argument("--scale", type=float, default=0.05, help="1.0 = ~370,000 residents")
     p.add_argument("--days", type=int, default=3, help="days of activity from the start date")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--target", choices=["sqlite", "postgres", "mariadb"], default="sqlite",
-                   help="where SQL systems go (postgres/mariadb: the local servers)")
+    p.add_argument(
+        "--target",
+        choices=["sqlite", "postgres", "mariadb"],
+        default="sqlite",
+        help="where SQL systems go (postgres/mariadb: the local servers)",
+    )
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("run", help="ingest one day directly, without Airflow",
-                       description="Run extract+commit for each selected dataset for the day's "
-                                   "window, exactly as the Airflow tasks do.")
+    p = sub.add_parser(
+        "run",
+        help="ingest one day directly, without Airflow",
+        description="Run extract+commit for each selected dataset for the day's "
+        "window, exactly as the Airflow tasks do.",
+    )
     p.add_argument("--date", type=_iso_date, required=True, help="the day, e.g. 2026-11-01")
     p.add_argument("--system", help="only this system (folder name under schemas/systems)")
     p.add_argument("--dataset", help="only this dataset")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="show the run ledger with its reconciliation",
-                       description="Latest attempt per dataset and window: rows read, landed, "
-                                   "quarantined, unchanged, deleted, and whether they add up.")
+    p = sub.add_parser(
+        "status",
+        help="show the run ledger with its reconciliation",
+        description="Latest attempt per dataset and window: rows read, landed, "
+        "quarantined, unchanged, deleted, and whether they add up.",
+    )
     p.add_argument("--system", help="only this system")
     p.add_argument("--limit", type=int, default=60, help="rows to show")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("serve-api", help="serve the simulated traffic-police HTTP API",
-                       description="Serve the signed, paged department API of the simulation.")
+    p = sub.add_parser(
+        "serve-api",
+        help="serve the simulated traffic-police HTTP API",
+        description="Serve the signed, paged department API of the simulation.",
+    )
     p.add_argument("--port", type=int, default=8765)
     p.set_defaults(func=cmd_serve_api)
 
-    p = sub.add_parser("demo", help="simulate the county and ingest it day by day via Airflow",
-                       description="Simulate the county, then for each day grow the sources and "
-                                   "run every department DAG through Airflow; print a summary.")
+    p = sub.add_parser(
+        "demo",
+        help="simulate the county and ingest it day by day via Airflow",
+        description="Simulate the county, then for each day grow the sources and "
+        "run every department DAG through Airflow; print a summary.",
+    )
     p.add_argument("--scale", type=float, default=0.05)
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--seed", type=int, default=42)

@@ -13,11 +13,10 @@ from urllib.parse import urlsplit
 
 
 def demo(scale: float = 0.05, days: int = 3, seed: int = 42) -> int:
-    from etl.orchestrate import prepare_airflow, run_day
-
-    from etl.cli import _table
+    from etl.cli import text_table
     from etl.connections import resolve
     from etl.contracts import SourceKind, check_all, load_profile, load_systems
+    from etl.orchestrate import prepare_airflow, run_day
     from etl.settings import paths
 
     where = paths()
@@ -27,8 +26,10 @@ def demo(scale: float = 0.05, days: int = 3, seed: int = 42) -> int:
             print(f"invalid contract: {error}")
         return 1
     profile, systems = load_profile(), load_systems()
-    print(f"== {profile.name} {profile.name_en} ({profile.code}): {len(systems)} department "
-          f"systems, {sum(len(s.datasets) for s in systems)} datasets; data root {where.home}")
+    print(
+        f"== {profile.name} {profile.name_en} ({profile.code}): {len(systems)} department "
+        f"systems, {sum(len(s.datasets) for s in systems)} datasets; data root {where.home}"
+    )
     began = time.perf_counter()
     print("== preparing the embedded Airflow (SQLite metadata under the data root)")
     prepare_airflow(where.home)
@@ -50,22 +51,46 @@ def demo(scale: float = 0.05, days: int = 3, seed: int = 42) -> int:
                 landed = result.get("landed") or {}
                 if result["state"] != "success":
                     failures += 1
-                rows.append({
-                    "day": str(day), "dataset": f"{result['system']}.{result['dataset']}",
-                    "state": result["state"], "read": landed.get("rows_read"),
-                    "landed": landed.get("rows_landed"),
-                    "quarantined": landed.get("rows_quarantined"),
-                    "unchanged": landed.get("rows_unchanged"),
-                    "deleted": landed.get("rows_deleted"), "files": landed.get("files_written"),
-                    "seconds": landed.get("seconds"),
-                })
+                rows.append(
+                    {
+                        "day": str(day),
+                        "dataset": result.get("file")
+                        if result["state"] == "import_error"
+                        else f"{result['system']}.{result['dataset']}",
+                        "state": result["state"],
+                        "read": landed.get("rows_read"),
+                        "landed": landed.get("rows_landed"),
+                        "quarantined": landed.get("rows_quarantined"),
+                        "unchanged": landed.get("rows_unchanged"),
+                        "deleted": landed.get("rows_deleted"),
+                        "files": landed.get("files_written"),
+                        "seconds": landed.get("seconds"),
+                    }
+                )
     finally:
         for server in servers:
             server.stop()
     print("\n== summary: per dataset and day (rows read = landed + quarantined + unchanged)")
-    print(_table(rows, ["day", "dataset", "state", "read", "landed", "quarantined", "unchanged",
-                        "deleted", "files", "seconds"]))
+    print(
+        text_table(
+            rows,
+            [
+                "day",
+                "dataset",
+                "state",
+                "read",
+                "landed",
+                "quarantined",
+                "unchanged",
+                "deleted",
+                "files",
+                "seconds",
+            ],
+        )
+    )
     total = sum(r["read"] or 0 for r in rows)
-    print(f"\n{len(rows)} dataset-days, {total:,} rows read, {failures} failed, "
-          f"{time.perf_counter() - began:.0f} s. Lake: {where.raw}  Ledger: `countylake status`")
+    print(
+        f"\n{len(rows)} dataset-days, {total:,} rows read, {failures} failed, "
+        f"{time.perf_counter() - began:.0f} s. Lake: {where.raw}  Ledger: `countylake status`"
+    )
     return 1 if failures else 0

@@ -188,8 +188,13 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged) ->
                     if good_writer:
                         good_writer.close()
                         part += 1
+                    # Dictionary pages cost half the write time and zstd already folds
+                    # repeats; keep them only for the constant metadata columns.
                     good_writer = pq.ParquetWriter(
-                        staged.dir / f"data-{part:05d}.parquet", schema, compression="zstd"
+                        staged.dir / f"data-{part:05d}.parquet",
+                        schema,
+                        compression="zstd",
+                        use_dictionary=["_op", "_origin"],
                     )
                 good_writer.write_batch(_with_op(checked.good, schema, op))
                 staged.rows_good += checked.good.num_rows

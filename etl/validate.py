@@ -47,15 +47,13 @@ def lake_schema(dataset: DatasetContract) -> pa.Schema:
 def quarantine_schema(dataset: DatasetContract) -> pa.Schema:
     """Quarantined rows keep every source value as text, with the rules they broke."""
     fields = [pa.field(c.at_source, pa.string()) for c in dataset.columns]
-    return pa.schema(
-        fields
-        + [
-            pa.field("_reasons", pa.list_(pa.string())),
-            pa.field("_origin", pa.string()),
-            pa.field("_row", pa.int64()),
-            pa.field("_raw", pa.string()),
-        ]
-    )
+    extra = [
+        pa.field("_reasons", pa.list_(pa.string())),
+        pa.field("_origin", pa.string()),
+        pa.field("_row", pa.int64()),
+        pa.field("_raw", pa.string()),
+    ]
+    return pa.schema([*fields, *extra])
 
 
 @dataclass

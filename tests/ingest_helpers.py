@@ -47,8 +47,10 @@ def api_server(home: Path, monkeypatch):
     from etl.simulate.api_server import ApiServer
 
     server = ApiServer(home, port=0).start()
-    monkeypatch.setenv("COUNTYLAKE_CONN_TRAFFIC_POLICE_API",
-                       f"http://demo-client:demo-secret@127.0.0.1:{server.port}")
+    monkeypatch.setenv(
+        "COUNTYLAKE_CONN_TRAFFIC_POLICE_API",
+        f"http://demo-client:demo-secret@127.0.0.1:{server.port}",
+    )
     try:
         yield server
     finally:
@@ -59,7 +61,9 @@ def lake_rows(home: Path, zone: str, system: str, dataset: str) -> int:
     files = list((home / "lake" / zone / system / dataset).rglob("*.parquet"))
     if not files:
         return 0
-    return duckdb.execute(f"SELECT count(*) FROM read_parquet({[str(f) for f in files]})").fetchone()[0]
+    return duckdb.execute(
+        f"SELECT count(*) FROM read_parquet({[str(f) for f in files]})"
+    ).fetchone()[0]
 
 
 def lake_digest(home: Path) -> dict[str, str]:
@@ -68,5 +72,6 @@ def lake_digest(home: Path) -> dict[str, str]:
     for zone in ("raw", "quarantine"):
         for path in sorted((home / "lake" / zone).rglob("*.parquet")):
             digests[str(path.relative_to(home))] = duckdb.execute(
-                f"SELECT count(*), bit_xor(hash(t)) FROM read_parquet('{path}') t").fetchone()
+                f"SELECT count(*), bit_xor(hash(t)) FROM read_parquet('{path}') t"
+            ).fetchone()
     return digests

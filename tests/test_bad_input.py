@@ -7,10 +7,10 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from conftest import copy_sources
 from ingest_helpers import api_server, lake_digest, lake_rows, run_day
 
 import etl.sources.http as http_source
-from conftest import copy_sources
 from etl.errors import SourceError
 from etl.ledger import Ledger
 
@@ -22,14 +22,18 @@ def sources(home, simulated_days):
 
 
 def failed_attempts(home) -> dict[str, str]:
-    return {f"{r['system']}.{r['dataset']}": r["error"]
-            for r in Ledger(home / "state" / "ledger.duckdb").latest() if r["status"] == "failed"}
+    return {
+        f"{r['system']}.{r['dataset']}": r["error"]
+        for r in Ledger(home / "state" / "ledger.duckdb").latest()
+        if r["status"] == "failed"
+    }
 
 
 def test_a_source_that_is_down_fails_only_its_datasets(home, sources):
     (sources / "health.db").unlink()
-    results, errors = run_day(1, {"health.consultation", "health.referral",
-                                  "public_security.resident"})
+    results, errors = run_day(
+        1, {"health.consultation", "health.referral", "public_security.resident"}
+    )
     assert set(errors) == {"health.consultation", "health.referral"}
     assert isinstance(errors["health.consultation"], SourceError)
     assert "health.db" in str(errors["health.consultation"])
@@ -75,9 +79,11 @@ def test_a_truncated_csv_keeps_its_broken_line_in_quarantine(home, sources):
     assert ticket["rows_quarantined"] >= 1
     import duckdb
 
-    rows = duckdb.execute(f"SELECT _origin, _row, _reasons, _raw FROM read_parquet("
-                      f"'{home}/lake/quarantine/hotline/ticket/**/*.parquet') "
-                      f"WHERE list_contains(_reasons, 'parse:columns')").fetchall()
+    rows = duckdb.execute(
+        f"SELECT _origin, _row, _reasons, _raw FROM read_parquet("
+        f"'{home}/lake/quarantine/hotline/ticket/**/*.parquet') "
+        f"WHERE list_contains(_reasons, 'parse:columns')"
+    ).fetchall()
     assert len(rows) == 1
     origin, row, _reasons, raw = rows[0]
     assert origin == path.name and row > 1 and raw
@@ -107,10 +113,12 @@ def test_an_unreadable_workbook_is_kept_whole(home, sources):
     assert "not a readable Excel workbook" in errors_kept[0].read_text()
 
 
-@pytest.mark.parametrize(("fault", "expected"), [("500", "HTTP 500 after 5 attempts"),
-                                                 ("garbage", "answer is not JSON")])
-def test_an_api_answering_badly_fails_with_where_and_why(home, sources, monkeypatch, fault,
-                                                          expected):
+@pytest.mark.parametrize(
+    ("fault", "expected"), [("500", "HTTP 500 after 5 attempts"), ("garbage", "answer is not JSON")]
+)
+def test_an_api_answering_badly_fails_with_where_and_why(
+    home, sources, monkeypatch, fault, expected
+):
     monkeypatch.setattr(http_source, "BACKOFF_S", 0.01)
     with api_server(home, monkeypatch) as server:
         server.fault = fault

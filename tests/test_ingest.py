@@ -7,9 +7,9 @@ import json
 
 import duckdb
 import pytest
+from conftest import copy_sources
 from ingest_helpers import api_server, lake_digest, lake_rows, run_day, window
 
-from conftest import copy_sources
 from etl.contracts import load_systems
 from etl.ledger import Ledger
 
@@ -29,8 +29,9 @@ def test_first_day_lands_every_dataset_and_reconciles(home, day1):
     for name, result in day1.items():
         system, dataset = name.split(".")
         assert result["rows_read"] > 0, name
-        assert result["rows_read"] == (result["rows_landed"] + result["rows_quarantined"]
-                                       + result["rows_unchanged"]), name
+        assert result["rows_read"] == (
+            result["rows_landed"] + result["rows_quarantined"] + result["rows_unchanged"]
+        ), name
         assert lake_rows(home, "raw", system, dataset) == result["rows_landed"], name
         assert lake_rows(home, "quarantine", system, dataset) == result["rows_quarantined"], name
     # the simulated dirt is caught: some rows of the register fail their contract
@@ -62,7 +63,8 @@ def test_rerunning_a_day_gives_the_same_lake(home, day1, monkeypatch):
     assert errors == {}
     assert lake_digest(home) == before
     assert {k: v["rows_landed"] for k, v in again.items()} == {
-        k: v["rows_landed"] for k, v in day1.items()}
+        k: v["rows_landed"] for k, v in day1.items()
+    }
 
 
 def test_second_day_reads_only_what_changed(home, day1, simulated_days, monkeypatch):
@@ -73,18 +75,23 @@ def test_second_day_reads_only_what_changed(home, day1, simulated_days, monkeypa
     start, end = window(2)
     local = (start[:10], end[:10])
     # watermark: only rows updated during day 2
-    resident = home / "lake" / "raw" / "public_security" / "resident" / "load_date=" f"{local[0]}"
-    stamps = duckdb.execute(f"SELECT min(updated_at)::VARCHAR, max(updated_at)::VARCHAR "
-                        f"FROM read_parquet('{resident}/**/*.parquet')").fetchone()
+    resident = home / "lake" / "raw" / "public_security" / "resident" / f"load_date={local[0]}"
+    stamps = duckdb.execute(
+        f"SELECT min(updated_at)::VARCHAR, max(updated_at)::VARCHAR "
+        f"FROM read_parquet('{resident}/**/*.parquet')"
+    ).fetchone()
     assert local[0] <= stamps[0][:10] and stamps[1][:10] < local[1]
-    assert day2["public_security.resident"]["rows_read"] < day1["public_security.resident"][
-        "rows_read"]
+    assert (
+        day2["public_security.resident"]["rows_read"]
+        < day1["public_security.resident"]["rows_read"]
+    )
     # append_id: ids continue above day 1's
     alarms = home / "lake" / "raw" / "emergency" / "sensor_alarm"
     first, second = duckdb.execute(
         f"SELECT max(alarm_id) FILTER (WHERE load_date = '{window(1)[0][:10]}'), "
         f"min(alarm_id) FILTER (WHERE load_date = '{local[0]}') "
-        f"FROM read_parquet('{alarms}/**/*.parquet', hive_partitioning = true)").fetchone()
+        f"FROM read_parquet('{alarms}/**/*.parquet', hive_partitioning = true)"
+    ).fetchone()
     assert second > first
     # new_files: day 2 reads only the file dropped on day 2
     assert day2["hotline.ticket"]["files_read"] == 1
@@ -92,12 +99,17 @@ def test_second_day_reads_only_what_changed(home, day1, simulated_days, monkeypa
     entity = day2["market_regulation.entity"]
     assert entity["rows_unchanged"] > entity["rows_landed"]
     household = home / "lake" / "raw" / "public_security" / "household"
-    ops = dict(duckdb.execute(f"SELECT _op, count(*) FROM read_parquet('{household}/load_date="
-                          f"{local[0]}/**/*.parquet') GROUP BY ALL").fetchall())
+    ops = dict(
+        duckdb.execute(
+            f"SELECT _op, count(*) FROM read_parquet('{household}/load_date="
+            f"{local[0]}/**/*.parquet') GROUP BY ALL"
+        ).fetchall()
+    )
     assert ops.get("D", 0) == day2["public_security.household"]["rows_deleted"] > 0
     for result in day2.values():
-        assert result["rows_read"] == (result["rows_landed"] + result["rows_quarantined"]
-                                       + result["rows_unchanged"])
+        assert result["rows_read"] == (
+            result["rows_landed"] + result["rows_quarantined"] + result["rows_unchanged"]
+        )
 
 
 def test_a_missed_day_is_caught_up_once(home, day1, simulated_days, monkeypatch):
@@ -114,6 +126,10 @@ def test_a_missed_day_is_caught_up_once(home, day1, simulated_days, monkeypatch)
     consultations = home / "lake" / "raw" / "health" / "consultation"
     total, distinct = duckdb.execute(
         f"SELECT count(*), count(DISTINCT consultation_id) "
-        f"FROM read_parquet('{consultations}/**/*.parquet')").fetchone()
-    assert total == distinct == (day1["health.consultation"]["rows_landed"]
-                                 + day3["health.consultation"]["rows_landed"])
+        f"FROM read_parquet('{consultations}/**/*.parquet')"
+    ).fetchone()
+    assert (
+        total
+        == distinct
+        == (day1["health.consultation"]["rows_landed"] + day3["health.consultation"]["rows_landed"])
+    )

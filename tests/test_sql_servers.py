@@ -4,14 +4,15 @@ lands the same rows whether its SQL systems live in SQLite or on a server."""
 from __future__ import annotations
 
 import pytest
+from conftest import SIM_SCALE, SIM_SEED, require_server
 from ingest_helpers import run_day
 
-from conftest import SIM_SCALE, SIM_SEED, require_server
 from etl.contracts import load_systems
 from etl.simulate import simulate
 
-SQL_DATASETS = {f"{s.system}.{d.dataset}" for s in load_systems() if s.kind == "sql"
-                for d in s.datasets}
+SQL_DATASETS = {
+    f"{s.system}.{d.dataset}" for s in load_systems() if s.kind == "sql" for d in s.datasets
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,9 @@ def sqlite_counts(tmp_path_factory):
     finally:
         mp.undo()
     assert errors == {}
-    return {k: (v["rows_read"], v["rows_landed"], v["rows_quarantined"])
-            for k, v in results.items()}
+    return {
+        k: (v["rows_read"], v["rows_landed"], v["rows_quarantined"]) for k, v in results.items()
+    }
 
 
 @pytest.mark.integration
@@ -36,8 +38,7 @@ def test_server_sources_land_like_sqlite(home, target, port, sqlite_counts):
     simulate(home, scale=SIM_SCALE, days=1, seed=SIM_SEED, target=target)
     results, errors = run_day(1, SQL_DATASETS)
     assert errors == {}
-    got = {k: (v["rows_read"], v["rows_landed"], v["rows_quarantined"])
-           for k, v in results.items()}
+    got = {k: (v["rows_read"], v["rows_landed"], v["rows_quarantined"]) for k, v in results.items()}
     assert got == sqlite_counts
     scheme = "postgresql://" if target == "postgres" else "mysql://"
     from etl.ledger import Ledger

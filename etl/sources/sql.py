@@ -67,6 +67,13 @@ class SqlSource:
                     f"database file {path} does not exist",
                     "run `countylake simulate` or fix the connection",
                 )
+            with open(path, "rb") as f:  # connectorx would retry a non-database for a minute
+                if f.read(16) != b"SQLite format 3\x00":
+                    raise SourceError(
+                        self.describe(),
+                        f"{path} is not a SQLite database",
+                        "the file is damaged or was replaced; restore it",
+                    )
         try:
             return cx.read_sql(self.url, query, return_type="arrow")
         except (KeyboardInterrupt, SystemExit, GeneratorExit):
