@@ -22,8 +22,10 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 def require_server(port: int, name: str) -> None:
     if not port_open(port):
-        pytest.skip(f"{name} is not answering on 127.0.0.1:{port}; start it with "
-                    "shared/services.sh to run this integration test")
+        pytest.skip(
+            f"{name} is not answering on 127.0.0.1:{port}; start it with "
+            "shared/services.sh to run this integration test"
+        )
 
 
 @pytest.fixture

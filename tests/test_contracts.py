@@ -46,15 +46,30 @@ def test_no_county_specifics_in_code():
 @pytest.mark.parametrize(
     ("file", "edit", "field", "reason"),
     [
-        ("systems/health/consultation.yaml", ("primary_key: [consultation_id]",
-                                               "primary_key: [nope]"),
-         "(contract)", "primary_key 'nope' is not a column"),
-        ("systems/health/consultation.yaml", ("mask: id_number", "mask: blur"),
-         "columns.1.mask", "Input should be"),
-        ("systems/hotline/ticket.yaml", ("strategy: new_files", "strategy: watermark"),
-         "incremental", "needs a column"),
-        ("systems/housing_fund/deposit.yaml", ("encodings: [gb18030]", "encodings: [gbk-x]"),
-         "files.encodings", "unknown encoding 'gbk-x'"),
+        (
+            "systems/health/consultation.yaml",
+            ("primary_key: [consultation_id]", "primary_key: [nope]"),
+            "(contract)",
+            "primary_key 'nope' is not a column",
+        ),
+        (
+            "systems/health/consultation.yaml",
+            ("mask: id_number", "mask: blur"),
+            "columns.1.mask",
+            "Input should be",
+        ),
+        (
+            "systems/hotline/ticket.yaml",
+            ("strategy: new_files", "strategy: watermark"),
+            "incremental",
+            "needs a column",
+        ),
+        (
+            "systems/housing_fund/deposit.yaml",
+            ("encodings: [gb18030]", "encodings: [gbk-x]"),
+            "files.encodings",
+            "unknown encoding 'gbk-x'",
+        ),
         ("systems/emergency/system.yaml", ("kind: sql", "kind: oracle"), "kind", "Input should be"),
         ("county.yaml", ('code: "370322"', 'code: "37032"'), "code", "should match pattern"),
         ("systems/health/referral.yaml", ("columns:", "columns: [\n"), "line", "not valid YAML"),
@@ -85,10 +100,13 @@ def test_unknown_town_in_village_table_is_reported(schemas):
 
 def test_check_command_fails_with_one_line_per_error(schemas):
     path = schemas / "systems" / "hrss" / "insured_person.yaml"
-    path.write_text(path.read_text(encoding="utf-8").replace("type: decimal", "type: money", 1),
-                    encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "etl.cli", "check"], capture_output=True,
-                          text=True)
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("type: decimal", "type: money", 1),
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "etl.cli", "check"], capture_output=True, text=True
+    )
     assert done.returncode == 1
     assert done.stderr.count("invalid contract:") == 1
     assert str(path) in done.stderr and "type" in done.stderr
@@ -107,8 +125,12 @@ def test_another_county_needs_only_configuration(schemas):
     profile.write_text(text, encoding="utf-8")
     (schemas / "reference" / "ht.csv").write_text(
         "code12,name,town_code9,town_name\n370321001001,甲社区居委会,370321001,索镇街道\n"
-        "370321100201,乙村委会,370321100,起凤镇\n", encoding="utf-8")
+        "370321100201,乙村委会,370321100,起凤镇\n",
+        encoding="utf-8",
+    )
     assert check_all(schemas) == []
     loaded = load_profile(schemas)
     assert loaded.code == "370321" and [v.code for v in loaded.villages] == [
-        "370321001001", "370321100201"]
+        "370321001001",
+        "370321100201",
+    ]
