@@ -381,6 +381,11 @@ def test_server_targets_hold_the_same_rows(tmp_path, target, port):
     t = cx.read_sql(ps, "SELECT birth_date, updated_at FROM resident", return_type="arrow")
     assert str(t.schema.field("birth_date").type) == "date32[day]"
     assert str(t.schema.field("updated_at").type).startswith("timestamp")
+    # back to the embedded target: the deployment no longer points at the server
+    simulate(remote, scale=0.005, days=1, seed=9)
+    urls = json.loads((remote / "connections.json").read_text(encoding="utf-8"))
+    assert not set(urls) & {s.connection for s in SYSTEMS.values()}
+    assert (remote / "sources" / "public_security.db").exists()
 
 
 def test_sqlite_sources_read_typed_with_connectorx(county):

@@ -123,6 +123,7 @@ def simulate(
             "dirt": [],
             "dirt_in_table": [],
         }
+        _forget_previous(home, by_kind[SourceKind.SQL], target)
         sql = _open_sql(by_kind[SourceKind.SQL], home, target, profile.code, fresh=True)
         for s in by_kind[SourceKind.SQL]:
             for d in s.datasets:
@@ -200,6 +201,22 @@ def fingerprint(profile, systems: list[SystemContract]) -> str:
     }
     text = json.dumps(shape, ensure_ascii=False, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _forget_previous(home: Path, systems: list[SystemContract], target: str) -> None:
+    """Before a regeneration: no stale embedded databases beside a server target, and no
+    deployment URLs of an earlier server target left pointing the pipeline elsewhere."""
+    if target != "sqlite":
+        for s in systems:
+            stale = sinks.SqlSink("sqlite", s, home, "000000").path
+            if stale.exists():
+                stale.unlink()
+    deployment = home / "connections.json"
+    if deployment.exists():
+        known = json.loads(deployment.read_text(encoding="utf-8"))
+        kept = {k: v for k, v in known.items() if k not in {s.connection for s in systems}}
+        if kept != known:
+            deployment.write_text(json.dumps(kept, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def _sources_present(home: Path, by_kind: dict, target: str) -> bool:

@@ -245,7 +245,8 @@ class County:
         seq = rng.integers(0, 500, n) * 2 + (sex == "1")
         bodies = codes.id_bodies(addr, birth, seq)
         for _ in range(50):
-            clash = pd.Series(bodies).duplicated().to_numpy().copy()
+            clash = np.ones(n, dtype=bool)
+            clash[np.unique(bodies, return_index=True)[1]] = False
             clash |= np.fromiter((b in taken for b in bodies.tolist()), bool, n)
             if not clash.any():
                 break

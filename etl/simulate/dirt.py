@@ -47,13 +47,17 @@ class Plan:
             hit = kinds == j
             if not hit.any():
                 continue
-            values = df[column].to_numpy(dtype=object, na_value=None)
-            ok = np.array([v is not None for v in values])
+            rows = np.flatnonzero(hit)
+            values = df[column].to_numpy(dtype=object)[rows]
             if kind == "lowercase_x":
-                ok &= np.array([v is not None and v.endswith("X") for v in values])
+                ok = [isinstance(v, str) and v.endswith("X") for v in values]
             elif kind == "legacy_15":
-                ok &= np.array([v is not None and len(v) == 18 and v[6:8] == "19" for v in values])
-            kinds[hit & ~ok] = 0
+                ok = [isinstance(v, str) and len(v) == 18 and v[6:8] == "19" for v in values]
+            elif kind == "null_required":
+                ok = [True] * len(values)
+            else:
+                ok = [v is not None and v == v for v in values]  # not null / NaN
+            kinds[rows[~np.array(ok, dtype=bool)]] = 0
         return kinds
 
     def apply(self, df: pd.DataFrame, kinds: np.ndarray) -> pd.DataFrame:

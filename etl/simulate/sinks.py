@@ -57,13 +57,28 @@ def rows_of(df: pd.DataFrame) -> list[tuple]:
     """Python tuples with None for nulls (numpy scalars converted to Python ones)."""
     cols = []
     for c in df.columns:
-        values = df[c].to_numpy(dtype=object, na_value=None)
-        if values.dtype == object and len(values):
+        series = df[c]
+        kind = series.dtype.kind
+        if series.dtype == object:
+            values = series.to_numpy()  # the simulator writes None for nulls in text columns
             first = next((v for v in values if v is not None), None)
-            if isinstance(first, np.generic):
-                values = np.array([None if v is None else v.item() for v in values], dtype=object)
+            if isinstance(first, (np.generic, float)):
+                values = np.array([_plain(v) for v in values], dtype=object)
+        elif kind == "f":
+            arr = series.to_numpy()
+            values = np.where(np.isnan(arr), None, arr.astype(object))
+        elif kind in "iub":
+            values = series.to_numpy().astype(object)
+        else:
+            values = series.to_numpy(dtype=object, na_value=None)
         cols.append(values.tolist())
     return list(zip(*cols, strict=True))
+
+
+def _plain(value):
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def db_name(county_code: str, system: str) -> str:
