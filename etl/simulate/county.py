@@ -187,18 +187,29 @@ class County:
         return table({c: data[c] for c in cols})
 
     def _record(self, out: DayOut, system: str, dataset: str, counts, scope: str = "written"):
+        """Add dirt counts to the day's record (one entry per dataset, kind and column)."""
         target = out.dirt if scope == "written" else out.in_table
         for kind, column, count in counts:
-            target.append(
-                {
-                    "system": system,
-                    "dataset": dataset,
-                    "day": out.day,
-                    "kind": kind,
-                    "column": column,
-                    "count": int(count),
-                }
-            )
+            for entry in target:
+                if (entry["system"], entry["dataset"], entry["kind"], entry["column"]) == (
+                    system,
+                    dataset,
+                    kind,
+                    column,
+                ):
+                    entry["count"] += int(count)
+                    break
+            else:
+                target.append(
+                    {
+                        "system": system,
+                        "dataset": dataset,
+                        "day": out.day,
+                        "kind": kind,
+                        "column": column,
+                        "count": int(count),
+                    }
+                )
 
     def _emit(
         self,
@@ -761,7 +772,7 @@ class County:
         touched.append(hh[dead])
         # moves out of the county
         alive = self._alive()
-        no = min(self.n(rng, 50), len(alive))
+        no = min(self.n(rng, 20), len(alive))
         gone = rng.choice(alive, size=no, replace=False)
         p.loc[gone, "status"] = "迁出"
         changed.append(gone)
@@ -777,7 +788,7 @@ class County:
         touched.append(hout)
         # moves inside the county: join a household elsewhere or found a new one
         alive = self._alive()
-        nm = min(self.n(rng, 100), len(alive))
+        nm = min(self.n(rng, 12), len(alive))
         movers = rng.choice(alive, size=nm, replace=False)
         new_home = rng.random(nm) < 0.05
         live_h = np.flatnonzero(h["live"].to_numpy())
@@ -864,15 +875,16 @@ class County:
             touched.append(bh)
         # phone number changes
         alive = self._alive()
-        nph = min(self.n(rng, 440), len(alive))
+        nph = min(self.n(rng, 560), len(alive))
         ph = rng.choice(alive, size=nph, replace=False)
         p.loc[ph, "phone"] = self.phones(rng, nph)
         changed.append(ph)
         # households: recount, delete the empty, correct some addresses
         live_h = np.flatnonzero(h["live"].to_numpy())
-        fix = rng.choice(live_h, size=min(self.n(rng, 10), len(live_h)), replace=False)
+        fix = rng.choice(live_h, size=min(self.n(rng, 5), len(live_h)), replace=False)
         h.loc[fix, "address"] = self.addresses(rng, h["vil"].to_numpy()[fix])
         hids = np.unique(np.concatenate([*touched, fix]).astype(np.int64))
+        before = h.loc[hids, ["members", "head", "address"]].copy()
         empty = self._refresh_households(hids)
         h.loc[empty, "live"] = False
         empty = empty[empty < h_before]  # founded and emptied the same day: never written
@@ -884,7 +896,9 @@ class County:
         pids = np.unique(np.concatenate(changed).astype(np.int64))
         p.loc[pids, "upd"] = codes.fmt_ts(np.sort(self._times(rng, day, len(pids))))
         out.sql[("public_security", "resident")] = Delta(self._resident_rows(out, pids))
-        keep = hids[h.loc[hids, "live"].to_numpy()]
+        after = h.loc[hids, ["members", "head", "address"]]
+        differs = (after != before).any(axis=1).to_numpy() | (hids >= h_before) | np.isin(hids, fix)
+        keep = hids[h.loc[hids, "live"].to_numpy() & differs]
         deleted = h.loc[empty, "household_id"].tolist()
         out.sql[("public_security", "household")] = Delta(self._household_rows(out, keep), deleted)
 
