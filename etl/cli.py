@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 
 from etl.errors import CountylakeError
 
+COUNT_COLUMNS = ["read", "landed", "quarantined", "unchanged", "deleted", "files", "seconds"]
+
 
 def text_table(rows: list[dict], columns: list[str]) -> str:
     """A plain aligned text table (numbers right-aligned)."""
@@ -173,25 +175,7 @@ def cmd_status(args) -> int:
             }
         )
     rows = rows[: args.limit]
-    print(
-        text_table(
-            rows,
-            [
-                "day",
-                "dataset",
-                "status",
-                "read",
-                "landed",
-                "quarantined",
-                "unchanged",
-                "deleted",
-                "files",
-                "seconds",
-                "reconciled",
-                "error",
-            ],
-        )
-    )
+    print(text_table(rows, ["day", "dataset", "status", *COUNT_COLUMNS, "reconciled", "error"]))
     return 0
 
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 
 def demo(scale: float = 0.05, days: int = 3, seed: int = 42) -> int:
-    from etl.cli import text_table
+    from etl.cli import COUNT_COLUMNS, text_table
     from etl.connections import resolve
     from etl.contracts import SourceKind, check_all, load_profile, load_systems
     from etl.orchestrate import prepare_airflow, run_day
@@ -71,23 +71,7 @@ def demo(scale: float = 0.05, days: int = 3, seed: int = 42) -> int:
         for server in servers:
             server.stop()
     print("\n== summary: per dataset and day (rows read = landed + quarantined + unchanged)")
-    print(
-        text_table(
-            rows,
-            [
-                "day",
-                "dataset",
-                "state",
-                "read",
-                "landed",
-                "quarantined",
-                "unchanged",
-                "deleted",
-                "files",
-                "seconds",
-            ],
-        )
-    )
+    print(text_table(rows, ["day", "dataset", "state", *COUNT_COLUMNS]))
     total = sum(r["read"] or 0 for r in rows)
     print(
         f"\n{len(rows)} dataset-days, {total:,} rows read, {failures} failed, "
