@@ -105,7 +105,8 @@ def test_second_day_reads_only_what_changed(home, day1, simulated_days, monkeypa
             f"{local[0]}/**/*.parquet') GROUP BY ALL"
         ).fetchall()
     )
-    assert ops.get("D", 0) == day2["public_security.household"]["rows_deleted"] > 0
+    assert ops.get("D", 0) == day2["public_security.household"]["rows_deleted"]
+    assert sum(ops.values()) == day2["public_security.household"]["rows_landed"] + ops.get("D", 0)
     for result in day2.values():
         assert result["rows_read"] == (
             result["rows_landed"] + result["rows_quarantined"] + result["rows_unchanged"]
