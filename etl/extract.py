@@ -85,7 +85,7 @@ def plan_window(
     prior = ledger.landed_attempt(system.system, dataset.dataset, start)
     strategy = dataset.incremental.strategy
     if prior is not None:  # a rerun reads exactly what the landed attempt read
-        files = tuple(name for name, _sha in prior["files"])
+        files = tuple((name, sha) for name, sha in prior["files"])
         return ReadPlan(prior["lower"], prior["upper"], files)
     mark = ledger.watermark(system.system, dataset.dataset)
     if strategy == "watermark":
@@ -99,7 +99,7 @@ def plan_window(
     if strategy == "new_files":
         seen = ledger.seen_files(system.system, dataset.dataset)
         new = [(n, s) for n, s in source.list_files() if (n, s) not in seen]
-        return ReadPlan(files=tuple(n for n, _ in new)) if new else None
+        return ReadPlan(files=tuple(new)) if new else None
     return ReadPlan()
 
 
@@ -144,9 +144,7 @@ def extract(
         plan = plan_window(system, dataset, source, ledger, start, end, tz)
         if plan is not None:
             staged.cursor_lower, staged.cursor_upper = plan.lower, plan.upper
-            if plan.files:
-                by_name = dict(source.list_files())
-                staged.source_files = [(n, by_name.get(n, "")) for n in plan.files]
+            staged.source_files = list(plan.files)
             _stream(source, dataset, plan, staged)
             if dataset.incremental.strategy == "snapshot":
                 from etl.snapshot import diff_with_previous
@@ -199,19 +197,11 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged) ->
                 good_writer.write_batch(_with_op(checked.good, schema, op))
                 staged.rows_good += checked.good.num_rows
             if checked.bad is not None:
-                bad_writer = bad_writer or pq.ParquetWriter(
-                    staged.dir / "quarantine-00000.parquet",
-                    validator.quarantine_schema,
-                    compression="zstd",
-                )
+                bad_writer = bad_writer or _quarantine_writer(staged, validator)
                 bad_writer.write_batch(checked.bad)
                 staged.rows_quarantined += checked.bad.num_rows
         if report.bad_lines:
-            bad_writer = bad_writer or pq.ParquetWriter(
-                staged.dir / "quarantine-00000.parquet",
-                validator.quarantine_schema,
-                compression="zstd",
-            )
+            bad_writer = bad_writer or _quarantine_writer(staged, validator)
             bad_writer.write_batch(validator.malformed_lines(report.bad_lines))
             staged.rows_read += len(report.bad_lines)
             staged.rows_quarantined += len(report.bad_lines)
@@ -228,6 +218,12 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged) ->
             (keep / f"{Path(bad.path).name}.error.txt").write_text(bad.error + "\n")
         staged.bad_files = [{"path": b.path, "error": b.error} for b in report.bad_files]
     staged.extra_columns = sorted(report.extra_columns)
+
+
+def _quarantine_writer(staged: Staged, validator: Validator) -> pq.ParquetWriter:
+    return pq.ParquetWriter(
+        staged.dir / "quarantine-00000.parquet", validator.quarantine_schema, compression="zstd"
+    )
 
 
 def _with_op(good: pa.RecordBatch, schema: pa.Schema, op: str | None) -> pa.RecordBatch:

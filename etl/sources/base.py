@@ -24,11 +24,11 @@ class Chunk:
 class ReadPlan:
     """What to read for one window. ``lower``/``upper`` bound the incremental column
     (lower exclusive for ids, inclusive for timestamps; upper inclusive for ids, exclusive for
-    timestamps); ``files`` lists the export files to read for new_files datasets."""
+    timestamps); ``files`` lists the export files (name, SHA-256) of new_files datasets."""
 
     lower: str | None = None
     upper: str | None = None
-    files: tuple[str, ...] = ()
+    files: tuple[tuple[str, str], ...] = ()  # (name, sha256) of the export files
 
 
 @dataclass

@@ -87,7 +87,7 @@ class FileDropSource:
         return found
 
     def read(self, plan: ReadPlan, report: ReadReport) -> Iterator[Chunk]:
-        for name in plan.files:
+        for name, _sha in plan.files:
             path = self.folder / name
             try:
                 table = self._parse(path, report)
