@@ -1,1 +1,243 @@
-"""National code standards (GB 11643, GB 32100, ...): check characters and validators."""
+"""National code standards (GB 11643, GB 32100, GB/T 2260, ...) as vectorised validators.
+
+Every validator takes one ``str`` (or None) or a pyarrow string ``Array``/``ChunkedArray``.
+A single value gets a ``Verdict``; an array gets an ``ArrayVerdict`` of the same length. The
+single-value form runs the array code on a one-element array, so each rule exists once.
+
+A value gets the first reason code that applies, in the order listed in each module's
+docstring; codes are short stable snake_case strings that land in quality results. A null
+value is valid: whether a column may be null is a rule of its own. Bad values never raise.
+
+``VALIDATORS`` and ``NORMALIZERS`` map the contract's standard names to uniform callables for
+the rule engine.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from etl.contracts import CountyProfile
+
+
+class Verdict(NamedTuple):
+    valid: bool
+    reason: str | None  # None when valid
+
+
+class ArrayVerdict(NamedTuple):
+    valid: pa.BooleanArray
+    reason: pa.StringArray  # null where valid
+
+
+Values = str | None | pa.Array | pa.ChunkedArray
+Mask = np.ndarray | pa.Array | pa.ChunkedArray
+
+# Blanks people type or paste: ASCII white space, Unicode separators (U+3000 ideographic space,
+# no-break space, ...), and the invisible zero-width space and byte-order mark.
+BLANK_CHARS = r"\s\p{Z}\x{200B}\x{FEFF}"
+# Rows per float32 matrix product: small enough to stay in cache and to keep OpenBLAS on one
+# thread (its spinning threads halve throughput when the other core is busy).
+_BLOCK_ROWS = 1 << 11
+
+
+# --------------------------------------------------------------------------- single value or array
+
+
+def to_array(values: Values) -> pa.StringArray:
+    """A string array from a str, None, Array or ChunkedArray (other types cast to text)."""
+    if values is None or isinstance(values, str):
+        return pa.array([values], pa.string())
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return values if values.type == pa.string() else values.cast(pa.string())
+
+
+def vectorised(func: Callable) -> Callable:
+    """Let a function over a string array also take a single str (or None): it then runs on a
+    one-element array and answers with a ``Verdict`` or a plain Python value."""
+
+    @functools.wraps(func)
+    def wrapper(values: Values, *args, **kwargs):
+        result = func(to_array(values), *args, **kwargs)
+        if values is not None and not isinstance(values, str):
+            return result
+        if isinstance(result, ArrayVerdict):
+            return Verdict(result.valid[0].as_py(), result.reason[0].as_py())
+        return result[0].as_py()
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def as_mask(mask: Mask) -> np.ndarray:
+    """A numpy bool array from a numpy or Arrow mask (Arrow nulls count as False)."""
+    if isinstance(mask, pa.Array | pa.ChunkedArray):
+        return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+    return np.asarray(mask, dtype=bool)
+
+
+def first_failure(values: pa.Array, checks: Sequence[tuple[str, Mask]]) -> ArrayVerdict:
+    """Verdicts naming, per value, the first check (reason, failure mask) that fails; null values
+    pass whatever the masks say."""
+    present = as_mask(values.is_valid())
+    failing = [as_mask(mask) & present for _, mask in checks]
+    which = np.select(failing, np.arange(len(checks)), default=-1)
+    valid = which < 0
+    names = pa.array([name for name, _ in checks], pa.string())
+    return ArrayVerdict(pa.array(valid), pc.take(names, pa.array(which, mask=valid)))
+
+
+# --------------------------------------------------------------------------- text as bytes
+
+
+def char_lengths(values: pa.StringArray) -> np.ndarray:
+    """Length in characters (not bytes: 18 full-width digits are the right length, wrong
+    characters); 0 for nulls."""
+    return pc.fill_null(pc.utf8_length(values), 0).to_numpy(zero_copy_only=False)
+
+
+def fixed_width(values: pa.StringArray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 bytes of the values as an (n, width) uint8 matrix, and the mask of values that
+    are exactly ``width`` bytes long; other rows (and nulls) hold "0" bytes. Zero-copy when every
+    value already has the width: the matrix is a view of the array's data buffer."""
+    n = len(values)
+    fits = pc.fill_null(pc.equal(pc.binary_length(values), width), False)
+    if n == 0:
+        return np.zeros((0, width), np.uint8), np.zeros(0, bool)
+    if fits.false_count:
+        values = pc.if_else(fits, values, "0" * width)
+    # All n values are now `width` bytes long and adjacent in the data buffer; a sliced array
+    # starts at its own first offset.
+    offsets, data = values.buffers()[1:3]
+    start = int(np.frombuffer(offsets, np.int32, count=1, offset=values.offset * 4)[0])
+    matrix = np.frombuffer(data, np.uint8, count=n * width, offset=start).reshape(n, width)
+    return matrix, fits.to_numpy(zero_copy_only=False)
+
+
+def strings_from_matrix(matrix: np.ndarray) -> pa.StringArray:
+    """The inverse of ``fixed_width``: one ASCII string per row of a uint8 matrix."""
+    n, width = matrix.shape
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    data = np.ascontiguousarray(matrix, dtype=np.uint8)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def rows_all(flags: np.ndarray) -> np.ndarray:
+    """Rows of a boolean matrix that are all True. numpy reduces short rows slowly, so this ORs
+    the failure flags column by column, several bytes per word when the width allows."""
+    failures = np.ascontiguousarray(~flags)
+    width = failures.shape[1]
+    word = next(size for size in (8, 4, 2, 1) if width % size == 0)
+    columns = failures.view(f"u{word}").T
+    failed = columns[0].copy()
+    for column in columns[1:]:
+        failed |= column
+    return failed == 0
+
+
+def bytes_between(matrix: np.ndarray, low: str, high: str) -> np.ndarray:
+    """Rows whose bytes all lie in [low, high], e.g. all ASCII digits."""
+    base, span = np.uint8(ord(low)), np.uint8(ord(high) - ord(low))
+    return rows_all(matrix - base <= span)  # uint8 wraps below `low`: one test for both ends
+
+
+def byte_table(chars: str) -> np.ndarray:
+    """A 256-entry lookup giving each ASCII character its index in ``chars``, -1 elsewhere."""
+    table = np.full(256, -1, dtype=np.int16)
+    table[np.frombuffer(chars.encode("ascii"), np.uint8)] = np.arange(len(chars))
+    return table
+
+
+def weighted_sums(matrix: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``(matrix @ weights).T`` as int32 for small-integer matrices: one contiguous row per
+    column of weights. Runs on float32 BLAS in blocks of rows, exact as long as every sum stays
+    below 2**24 (the callers' fields do)."""
+    weights = np.asarray(weights, dtype=np.float32)
+    out = np.empty((len(matrix), weights.shape[1]), dtype=np.float32)
+    for start in range(0, len(matrix), _BLOCK_ROWS):
+        block = slice(start, start + _BLOCK_ROWS)
+        np.matmul(matrix[block].astype(np.float32), weights, out=out[block])
+    return np.ascontiguousarray(out.T, dtype=np.int32)
+
+
+def digit_values(matrix: np.ndarray) -> np.ndarray:
+    """The number written by each row of up to 6 ASCII digits (rows of other bytes give
+    garbage; 6 digits keep the float32 sums exact)."""
+    width = matrix.shape[1]
+    powers = 10 ** np.arange(width - 1, -1, -1)
+    return weighted_sums(matrix, powers[:, None])[0] - ord("0") * powers.sum()
+
+
+# --------------------------------------------------------------------------- normalising
+
+
+def strip_blanks(values: pa.StringArray) -> pa.StringArray:
+    return pc.replace_substring_regex(values, f"[{BLANK_CHARS}]+", "")
+
+
+def fix_where(
+    values: pa.StringArray, where: np.ndarray, fix: Callable[[pa.StringArray], pa.StringArray]
+) -> pa.StringArray:
+    """``values`` with ``fix`` applied to the rows of ``where`` only: most values are already
+    in canonical form, and regular expressions over every row cost far more than a byte test."""
+    where = where & as_mask(values.is_valid())
+    if not where.any():
+        return values
+    mask = pa.array(where)
+    return pc.replace_with_mask(values, mask, fix(values.filter(mask)))
+
+
+# --------------------------------------------------------------------------- registries
+
+# Imported last: the standard modules use the helpers above.
+from etl.standards import codes, gb11643, gb32100, phone  # noqa: E402
+from etl.standards.divisions import DivisionIndex, validate_gb2260, validate_nbs  # noqa: E402
+
+
+@dataclass(frozen=True)
+class StandardContext:
+    """What validators need to know about the county, built once per run from its profile."""
+
+    divisions: DivisionIndex | None = None
+    area_codes: tuple[str, ...] = phone.DEFAULT_AREA_CODES
+    extra_ethnicity: tuple[str, ...] = codes.DEFAULT_EXTRA_ETHNICITY
+    today: date | None = None
+
+    @classmethod
+    def from_profile(cls, profile: CountyProfile) -> StandardContext:
+        """The profile names no telephone area codes yet: those keep the module default."""
+        return cls(divisions=DivisionIndex.from_profile(profile))
+
+
+StandardValidator = Callable[[pa.Array, StandardContext], ArrayVerdict]
+
+VALIDATORS: dict[str, StandardValidator] = {
+    "gb11643": lambda v, ctx: gb11643.validate(v, ctx.divisions, ctx.today),
+    "gb32100": lambda v, ctx: gb32100.validate(v),
+    "gb2260": lambda v, ctx: validate_gb2260(v, ctx.divisions),
+    "nbs_division": lambda v, ctx: validate_nbs(v, ctx.divisions),
+    "gb2261": lambda v, ctx: codes.validate_sex(v),
+    "gb3304": lambda v, ctx: codes.validate_ethnicity(v, ctx.extra_ethnicity),
+    "gb4754": lambda v, ctx: codes.validate_industry(v),
+    "mobile": lambda v, ctx: phone.validate_mobile(v),
+    "landline": lambda v, ctx: phone.validate_landline(v, ctx.area_codes),
+    "phone": lambda v, ctx: phone.validate_phone(v, ctx.area_codes),
+}
+
+# The spelling the lake stores for code columns.
+NORMALIZERS: dict[str, Callable[[pa.Array], pa.Array]] = {
+    "gb11643": gb11643.normalize,
+    "gb32100": gb32100.normalize,
+    "mobile": phone.normalize_mobile,
+}
