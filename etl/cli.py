@@ -189,6 +189,58 @@ def cmd_serve_api(args) -> int:
     return 0
 
 
+def cmd_quality(args) -> int:
+    import json
+
+    from etl.contracts import load_profile
+    from etl.ledger import Ledger
+    from etl.settings import paths
+
+    where = paths()
+    if args.export_suites:
+        from etl.gx import export_suites
+
+        for path in export_suites(args.export_suites):
+            print(path)
+        return 0
+    if not where.ledger.exists():
+        print(f"no results yet: the ledger {where.ledger} does not exist (run `make demo`)")
+        return 0
+    from etl.quality import latest_results
+
+    zone = ZoneInfo(load_profile().timezone)
+    rows = []
+    for r in latest_results(Ledger(where.ledger), args.dept):
+        reasons = json.loads(r["reasons"]) if r["reasons"] else {}
+        rows.append(
+            {
+                "department": r["dept_name"],
+                "dataset": f"{r['system']}.{r['dataset']}",
+                "day": f"{r['window_start'].astimezone(zone):%Y-%m-%d}",
+                "read": r["rows_read"],
+                "quarantined": r["rows_quarantined"],
+                "rule": r["rule_id"] or "(all rules pass)",
+                "severity": r["severity"] or "",
+                "failed": r["failed"],
+                "checked": r["checked"],
+                "reasons": ", ".join(f"{k} {v}" for k, v in reasons.items()),
+            }
+        )
+    if not rows and args.dept:
+        raise CountylakeError(
+            f"--dept {args.dept}", "no department, code or system by that name has results"
+        )
+    columns = ["department", "dataset", "day", "read", "quarantined", "rule", "severity"]
+    print(text_table(rows, [*columns, "failed", "checked", "reasons"]))
+    if args.docs:
+        from etl.gx import write_data_docs
+        from etl.quality import docs_runs
+
+        index = write_data_docs(where.home, docs_runs(Ledger(where.ledger)))
+        print(f"\nData Docs: {index}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from etl.demo import demo
 
@@ -259,6 +311,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", help="only this system")
     p.add_argument("--limit", type=int, default=60, help="rows to show")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "quality",
+        help="latest quality results per department and dataset",
+        description="Per department and dataset, the newest landed window and every rule "
+        "that failed in it (blocking rules quarantine rows, warnings only report), with "
+        "counts and reason codes.",
+    )
+    p.add_argument("--dept", help="only this department (code, name or system)")
+    p.add_argument("--docs", action="store_true", help="also build Great Expectations Data Docs")
+    p.add_argument(
+        "--export-suites",
+        metavar="DIR",
+        help="write the Great Expectations suites generated from the contracts into DIR "
+        "(the repository keeps them in quality/suites) and stop",
+    )
+    p.set_defaults(func=cmd_quality)
 
     p = sub.add_parser(
         "serve-api",

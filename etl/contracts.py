@@ -78,11 +78,18 @@ class SimulationProfile(Strict):
     start_date: str = "2026-11-01"
 
 
+class City(Division):
+    """The prefecture the county belongs to, with its county-level units (GB/T 2260), so that
+    ID numbers issued elsewhere in the city can be told from invented codes."""
+
+    units: list[Division] = []
+
+
 class CountyProfile(Strict):
     code: Annotated[str, Field(pattern=r"^\d{6}$")]
     name: str
     name_en: str
-    city: Division
+    city: City
     province: Division
     timezone: str = "Asia/Shanghai"
     historical_codes: list[HistoricalCode] = []
@@ -209,6 +216,22 @@ class Column(Strict):
     grade: Grade = "L2"
     mask: Mask = "none"
     description: str = ""
+    values: list[str] | None = Field(None, description="the allowed values (a local code list)")
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = Field(None, description="a regular expression the text must match")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        import re
+
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"pattern does not compile: {exc}") from exc
+        return value
 
     @property
     def at_source(self) -> str:
@@ -268,6 +291,40 @@ class HttpSource(Strict):
     rate_limit_per_s: float = 20.0
 
 
+Severity = Literal["blocking", "warning"]
+
+
+class CrossCheck(Strict):
+    """A rule over two columns of the same row.
+
+    - ``id_birth_date``: the birth date encoded in an ID number equals the date column;
+    - ``id_sex``: the sex encoded in an ID number equals the GB/T 2261.1 sex column;
+    - ``village_in_town``: a village code lies in the declared town.
+    """
+
+    check: Literal["id_birth_date", "id_sex", "village_in_town"]
+    columns: tuple[str, str]
+    severity: Severity = "blocking"
+
+
+class VolumePolicy(Strict):
+    """Warn when a window's row count leaves the band around the median of recent windows."""
+
+    lookback_windows: int = 7
+    min_ratio: float = 0.2
+    max_ratio: float = 5.0
+
+
+class QualityPolicy(Strict):
+    """How a dataset is judged: schema-drift policy, cross-column checks, volume band, and
+    severity overrides by rule id (every rule is blocking unless said otherwise)."""
+
+    drift: Literal["evolve", "freeze", "discard_columns"] = "evolve"
+    checks: list[CrossCheck] = []
+    volume: VolumePolicy = VolumePolicy()
+    severity: dict[str, Severity] = {}
+
+
 class DatasetContract(Strict):
     dataset: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     title: str
@@ -280,6 +337,7 @@ class DatasetContract(Strict):
     freshness_sla_hours: int = 26
     schedule: str | None = None
     columns: list[Column]
+    quality: QualityPolicy = QualityPolicy()
     path: Path | None = None
 
     @cached_property
@@ -302,6 +360,18 @@ class DatasetContract(Strict):
             raise ValueError("exactly one of table, files, api must be given")
         if (self.incremental.strategy == "new_files") != (self.files is not None):
             raise ValueError("new_files goes with files, and files with new_files")
+        for i, check in enumerate(self.quality.checks):
+            for name in check.columns:
+                if name not in names:
+                    raise ValueError(f"quality.checks[{i}] names {name!r}, which is not a column")
+        from etl.rules import rules_for  # the rule ids overrides may name
+
+        known = {rule.id for rule in rules_for(self)}
+        unknown = sorted(set(self.quality.severity) - known)
+        if unknown:
+            raise ValueError(
+                f"quality.severity names unknown rules {unknown}; known: {sorted(known)}"
+            )
         return self
 
 

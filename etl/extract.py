@@ -54,6 +54,10 @@ class Staged:
     source_files: list[tuple[str, str]] = field(default_factory=list)
     bad_files: list[dict] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
+    rule_results: list[dict] = field(default_factory=list)
+    newest_data_at: str | None = None
+    drift: list[dict] = field(default_factory=list)
+    source_signature: dict = field(default_factory=dict)
     rows_read: int = 0
     rows_good: int = 0
     rows_quarantined: int = 0
@@ -145,7 +149,7 @@ def extract(
         if plan is not None:
             staged.cursor_lower, staged.cursor_upper = plan.lower, plan.upper
             staged.source_files = list(plan.files)
-            _stream(source, dataset, plan, staged)
+            _stream(source, dataset, plan, staged, where)
             if dataset.incremental.strategy == "snapshot":
                 from etl.snapshot import diff_with_previous
 
@@ -169,7 +173,7 @@ def extract(
     return staged
 
 
-def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged) -> None:
+def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged, where: Paths) -> None:
     """Source -> validation -> staged Parquet, one record batch at a time."""
     report = ReadReport()
     validator = Validator(dataset)
@@ -180,6 +184,8 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged) ->
     try:
         for chunk in source.read(plan, report):
             staged.rows_read += chunk.batch.num_rows
+            for f in chunk.batch.schema:
+                report.source_types.setdefault(f.name, str(f.type))
             checked = validator.check(chunk)
             if checked.good.num_rows:
                 if good_writer is None or staged.rows_good >= (part + 1) * ROWS_PER_FILE:
@@ -210,6 +216,9 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged) ->
             if writer:
                 writer.close()
         validator.close()
+    staged.rule_results = validator.tally.as_results(validator.rules)
+    if validator.newest is not None:
+        staged.newest_data_at = validator.newest.isoformat()
     if report.bad_files:
         keep = staged.dir / "bad_files"
         keep.mkdir()
@@ -218,6 +227,10 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged) ->
             (keep / f"{Path(bad.path).name}.error.txt").write_text(bad.error + "\n")
         staged.bad_files = [{"path": b.path, "error": b.error} for b in report.bad_files]
     staged.extra_columns = sorted(report.extra_columns)
+    from etl.drift import detect, signature
+
+    staged.drift = detect(where, staged.system, dataset, report)
+    staged.source_signature = signature(report)
 
 
 def _quarantine_writer(staged: Staged, validator: Validator) -> pq.ParquetWriter:

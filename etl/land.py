@@ -121,6 +121,8 @@ def commit(staged: Staged, where: Paths | None = None) -> dict:
                 "deleted": staged.rows_deleted,
             },
             "extra_columns": staged.extra_columns,
+            "drift": staged.drift,
+            "quality": [r for r in staged.rule_results if r["failed"]],
             "committed_at": datetime.now(UTC).isoformat(),
         }
         raw = partition(where, "raw", staged, tz)
@@ -143,6 +145,13 @@ def commit(staged: Staged, where: Paths | None = None) -> dict:
         mark = None
         if staged.strategy in ("watermark", "append_id"):
             mark = _newer(current, staged.cursor_upper, numeric)
+        from etl.drift import remember
+        from etl.quality import dataset_checks, publish_quality
+        from etl.validate import event_time_column
+
+        checks, newest = dataset_checks(
+            ledger, staged, dataset, tz, event_time_column(dataset) is not None
+        )
         data_files = [e for e in entries if e["path"].endswith(".parquet")]
         counts = {
             "rows_read": staged.rows_read,
@@ -156,6 +165,7 @@ def commit(staged: Staged, where: Paths | None = None) -> dict:
             "bytes": sum(e["bytes"] for e in data_files),
             "partition_path": str(raw),
             "error": "; ".join(f"{b['path']}: {b['error']}" for b in staged.bad_files) or None,
+            "newest_data_at": newest,
         }
         ledger.land(
             staged.attempt_id,
@@ -166,7 +176,12 @@ def commit(staged: Staged, where: Paths | None = None) -> dict:
             datetime.fromisoformat(staged.window_end),
             [tuple(f) for f in staged.source_files],
             counts,
+            staged.rule_results + checks,
+            staged.drift,
         )
+        if staged.source_signature.get("types"):
+            remember(where, staged.system, staged.dataset, staged.source_signature)
+        publish_quality(where, ledger, tz)
     except Exception as exc:
         ledger.fail(staged.attempt_id, str(exc))
         raise

@@ -27,7 +27,21 @@ CREATE TABLE IF NOT EXISTS runs (
     rows_unchanged BIGINT, rows_deleted BIGINT,
     files_read INTEGER, files_quarantined INTEGER, files_written INTEGER, bytes BIGINT,
     cursor_lower VARCHAR, cursor_upper VARCHAR, source_files VARCHAR,
-    source VARCHAR, partition_path VARCHAR, error VARCHAR
+    source VARCHAR, partition_path VARCHAR, error VARCHAR,
+    newest_data_at TIMESTAMPTZ       -- the newest record's time, for freshness
+);
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS newest_data_at TIMESTAMPTZ;
+CREATE TABLE IF NOT EXISTS rule_results (
+    attempt_id VARCHAR, system VARCHAR, dataset VARCHAR, window_start TIMESTAMPTZ,
+    rule_id VARCHAR, severity VARCHAR, checked BIGINT, failed BIGINT,
+    reasons VARCHAR,                 -- JSON {reason code: count}
+    PRIMARY KEY (attempt_id, rule_id)
+);
+CREATE TABLE IF NOT EXISTS drift (
+    attempt_id VARCHAR, system VARCHAR, dataset VARCHAR, window_start TIMESTAMPTZ,
+    change VARCHAR,                  -- added | removed | type_changed | encoding_changed
+    column_name VARCHAR, detail VARCHAR,
+    action VARCHAR                   -- landed | discarded | filled_null | rejected | reported
 );
 CREATE TABLE IF NOT EXISTS watermarks (
     system VARCHAR, dataset VARCHAR, value VARCHAR, window_end TIMESTAMPTZ,
@@ -109,8 +123,11 @@ class Ledger:
         window_end: datetime,
         files: list[tuple[str, str]],
         counts: dict,
+        rule_results: list[dict] = (),
+        drift: list[dict] = (),
     ) -> None:
-        """Close a landed attempt and advance the watermark in one transaction."""
+        """Close a landed attempt, record its rule results and drift, and advance the watermark,
+        in one transaction."""
         with self.connect() as con:
             con.execute("BEGIN")
             sets = ", ".join(f"{k} = ?" for k in counts)
@@ -127,6 +144,27 @@ class Ledger:
                 con.execute(
                     "INSERT OR REPLACE INTO seen_files VALUES (?, ?, ?, ?, ?, ?)",
                     [system, dataset, name, sha, window_start, attempt_id],
+                )
+            head = [attempt_id, system, dataset, window_start]
+            if rule_results:
+                con.executemany(
+                    "INSERT OR REPLACE INTO rule_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        [
+                            *head,
+                            r["rule_id"],
+                            r["severity"],
+                            r["checked"],
+                            r["failed"],
+                            json.dumps(r["reasons"], ensure_ascii=False),
+                        ]
+                        for r in rule_results
+                    ],
+                )
+            if drift:
+                con.executemany(
+                    "INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[*head, d["change"], d["column"], d["detail"], d["action"]] for d in drift],
                 )
             con.execute("COMMIT")
 
@@ -153,6 +191,19 @@ class Ledger:
             return None
         files = json.loads(row[3]) if row[3] else []
         return {"attempt_id": row[0], "lower": row[1], "upper": row[2], "files": files}
+
+    def history(self, system: str, dataset: str, before: datetime, limit: int) -> list[dict]:
+        """The latest landed attempt of each of the ``limit`` windows before ``before``."""
+        with self.connect(read_only=True) as con:
+            cur = con.execute(
+                "SELECT window_start, rows_read, newest_data_at FROM runs "
+                "WHERE system = ? AND dataset = ? AND status = 'landed' AND window_start < ? "
+                "QUALIFY row_number() OVER (PARTITION BY window_start ORDER BY finished_at DESC)"
+                " = 1 ORDER BY window_start DESC LIMIT ?",
+                [system, dataset, before, limit],
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def seen_files(self, system: str, dataset: str) -> set[tuple[str, str]]:
         with self.connect(read_only=True) as con:

@@ -1,20 +1,37 @@
-"""Conform source batches to their contract and split good rows from bad ones.
+"""Conform source batches to their contract and judge every row by the contract's rules.
 
-Each chunk is typed with DuckDB (``TRY_CAST``, so one bad cell costs one row, never the file)
-and checked against the contract's blocking rules in the same vectorised query. Rows that fail
-keep their original values and the ids of the rules they broke, for quarantine.
+Per record batch, all vectorised:
+
+1. **conform**: trim text, turn blanks into nulls and cast each column to its contract type with
+   pyarrow; a column whose cast fails is cast again with DuckDB's ``TRY_CAST``, so one bad cell
+   costs one row, never the batch. Code columns are normalised (ID numbers upper-cased and
+   upgraded from 15 digits, credit codes, mobile numbers) so the lake holds one spelling;
+2. **judge**: every row-level rule of ``etl.rules`` gives a failure mask and, for the national
+   standards, a reason code per failing value (``etl.standards``);
+3. **split**: rows failing a blocking rule, or repeating a key already read in this window, go
+   to quarantine with their original values, the rule ids and readable messages; the rest land.
+
+Every rule's checked and failed counts (with reason codes) are tallied for the results and the
+scorecard; warning rules only count.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections import Counter
+from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from etl import standards
 from etl.contracts import Column, DatasetContract
+from etl.rules import Rule, rules_for
 from etl.sources.base import Chunk
+from etl.standards import StandardContext, gb11643, gb32100, phone
+from etl.standards.divisions import village_in_town
 
 ARROW_TYPES = {
     "string": pa.string(),
@@ -34,7 +51,13 @@ SQL_TYPES = {
     "timestamp": "TIMESTAMP",
     "decimal": "DECIMAL(18,2)",
 }
-META_FIELDS = [pa.field("_op", pa.string()), pa.field("_origin", pa.string())]
+# _extra: columns the source added that the contract does not know yet (drift policy evolve),
+# as a JSON object per row, so nothing the department sends is dropped.
+META_FIELDS = [
+    pa.field("_op", pa.string()),
+    pa.field("_origin", pa.string()),
+    pa.field("_extra", pa.string()),
+]
 
 
 def lake_schema(dataset: DatasetContract) -> pa.Schema:
@@ -49,9 +72,11 @@ def quarantine_schema(dataset: DatasetContract) -> pa.Schema:
     fields = [pa.field(c.at_source, pa.string()) for c in dataset.columns]
     extra = [
         pa.field("_reasons", pa.list_(pa.string())),
+        pa.field("_messages", pa.list_(pa.string())),
         pa.field("_origin", pa.string()),
         pa.field("_row", pa.int64()),
         pa.field("_raw", pa.string()),
+        pa.field("_extra", pa.string()),
     ]
     return pa.schema([*fields, *extra])
 
@@ -62,86 +87,303 @@ class Checked:
     bad: pa.RecordBatch | None  # quarantine schema
 
 
+@dataclass
+class Tally:
+    """Checked and failed counts per rule over a window, with reason codes."""
+
+    checked: Counter = field(default_factory=Counter)
+    failed: Counter = field(default_factory=Counter)
+    reasons: dict[str, Counter] = field(default_factory=dict)
+
+    def add(self, rule: Rule, checked: int, fail: pa.Array, reason: pa.Array | None) -> None:
+        self.checked[rule.id] += checked
+        failed = pc.sum(fail).as_py() or 0
+        self.failed[rule.id] += failed
+        if failed:
+            codes = Counter(self.reasons.get(rule.id, {}))
+            if reason is None:
+                codes[rule.kind] += failed
+            else:
+                counts = pc.value_counts(pc.fill_null(reason.filter(fail), rule.kind))
+                for item in counts.to_pylist():  # one entry per distinct reason code
+                    codes[item["values"]] += item["counts"]
+            self.reasons[rule.id] = codes
+
+    def as_results(self, rules: list[Rule]) -> list[dict]:
+        return [
+            {
+                "rule_id": r.id,
+                "severity": r.severity,
+                "checked": self.checked[r.id],
+                "failed": self.failed[r.id],
+                "reasons": dict(self.reasons.get(r.id, {})),
+            }
+            for r in rules
+            if r.row_level
+        ]
+
+
+class SeenKeys:
+    """64-bit hashes of the keys landed so far in a window, kept as sorted numpy runs merged
+    like a binary counter: checking a batch costs O(batch x log n), memory 8 bytes a key."""
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []
+
+    def repeats(self, hashes: np.ndarray) -> np.ndarray:
+        """Mask of hashes seen before or earlier in the same batch; remembers the rest."""
+        seen = np.zeros(len(hashes), dtype=bool)
+        for run in self.runs:
+            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            seen |= run[at] == hashes
+        _, first = np.unique(hashes, return_index=True)
+        repeat = np.ones(len(hashes), dtype=bool)
+        repeat[first] = False
+        repeat |= seen
+        run = np.sort(hashes[~repeat])
+        while self.runs and len(self.runs[-1]) <= len(run):
+            run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")
+        if len(run):
+            self.runs.append(run)
+        return repeat
+
+
+def _source_column(batch: pa.RecordBatch, name: str) -> pa.Array:
+    """A contract column as the source sent it; all nulls when the source dropped it (drift
+    policy evolve fills removed nullable columns)."""
+    index = batch.schema.get_field_index(name)
+    return batch.column(index) if index >= 0 else pa.nulls(batch.num_rows, pa.string())
+
+
+def extra_json(batch: pa.RecordBatch, known: set[str]) -> pa.Array:
+    """The columns of ``batch`` outside the contract as one JSON object per row (null when
+    there are none), built column-wise."""
+    extras = [name for name in batch.schema.names if name not in known]
+    if not extras:
+        return pa.nulls(batch.num_rows, pa.string())
+    parts: list = ["{"]
+    for i, name in enumerate(extras):
+        text = pc.cast(batch.column(name), pa.string())
+        for char, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n")):
+            text = pc.replace_substring(text, char, escaped)
+        quoted = pc.binary_join_element_wise('"', text, '"', "")
+        parts += [("," if i else "") + json.dumps(name, ensure_ascii=False) + ":"]
+        parts.append(pc.fill_null(quoted, "null"))
+    parts.append("}")
+    n = batch.num_rows
+    arrays = [
+        p if isinstance(p, pa.Array) else pa.nulls(n, pa.string()).fill_null(p) for p in parts
+    ]
+    return pc.binary_join_element_wise(*arrays, "")
+
+
+def event_time_column(dataset: DatasetContract) -> str | None:
+    """The column that says how recent a row is: the watermark column when it is a timestamp,
+    else the first timestamp column; None for datasets without one (snapshots, exports)."""
+    stamps = [c.name for c in dataset.columns if c.type == "timestamp"]
+    if dataset.incremental.column in stamps:
+        return dataset.incremental.column
+    return stamps[0] if stamps else None
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _column_sql(column: Column, source_type: pa.DataType) -> tuple[str, str]:
-    """(typed expression, 'present at source' expression) for one column."""
-    src = _q(column.at_source)
-    is_text = pa.types.is_string(source_type) or pa.types.is_large_string(source_type)
-    present = f"NULLIF(TRIM({src}), '') IS NOT NULL" if is_text else f"{src} IS NOT NULL"
-    cleaned = f"NULLIF(TRIM({src}), '')" if is_text else src
-    target = SQL_TYPES[column.type]
-    if column.type == "string":
-        typed = cleaned if is_text else f"CAST({src} AS VARCHAR)"
-    elif source_type == ARROW_TYPES[column.type]:
-        typed = src
-    elif column.type == "date" and is_text:
-        typed = (
-            f"COALESCE(TRY_CAST({cleaned} AS DATE), CAST(TRY_CAST({cleaned} AS TIMESTAMP) AS DATE))"
-        )
-    else:
-        typed = f"TRY_CAST({cleaned} AS {target})"
-    return typed, present
-
-
-def _check_sql(dataset: DatasetContract, schema: pa.Schema) -> str:
-    selects, reasons = [], []
-    for column in dataset.columns:
-        typed, present = _column_sql(column, schema.field(column.at_source).type)
-        selects.append(f"{typed} AS {_q(column.name)}")
-        reasons.append(f"CASE WHEN ({present}) AND ({typed}) IS NULL THEN 'type:{column.name}' END")
-        if not column.nullable:
-            reasons.append(f"CASE WHEN NOT ({present}) THEN 'not_null:{column.name}' END")
-    rules = ", ".join(reasons)
-    return (
-        f"SELECT {', '.join(selects)}, "
-        f"CAST(? AS VARCHAR) AS _origin, "
-        f"list_filter([{rules}], lambda r: r IS NOT NULL) AS _reasons FROM chunk"
-    )
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 class Validator:
-    """Checks chunks of one dataset; keeps one in-memory DuckDB connection for the run."""
+    """Judges the chunks of one dataset's window; keeps its counts and seen keys for the run."""
 
-    def __init__(self, dataset: DatasetContract):
+    def __init__(self, dataset: DatasetContract, context: StandardContext | None = None):
+        from etl.contracts import load_profile
+
         self.dataset = dataset
+        self.context = context or StandardContext.from_profile(load_profile())
         self.schema = lake_schema(dataset)
         self.quarantine_schema = quarantine_schema(dataset)
-        self._con = duckdb.connect(config={"threads": 2})
-        self._sql_by_schema: dict[pa.Schema, str] = {}
+        self.rules = rules_for(dataset)
+        self.unique = next(r for r in self.rules if r.kind == "unique")
+        self.tally = Tally()
+        self._seen = SeenKeys()
+        self._con = duckdb.connect(config={"threads": 1})
+        self._columns = {c.name: c for c in dataset.columns}
+        self._known = {c.at_source for c in dataset.columns}
+        self.time_column = event_time_column(dataset)
+        self.newest: object = None  # the newest event time landed, for freshness
+
+    # ------------------------------------------------------------------ conform
+
+    def _conform(self, column: Column, values: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """(typed values, present-at-source mask) for one column."""
+        if _is_text(values.type):
+            trimmed = pc.utf8_trim_whitespace(values)
+            values = pc.if_else(pc.equal(trimmed, ""), None, trimmed)
+        present = pc.is_valid(values)
+        target = ARROW_TYPES[column.type]
+        if values.type != target:
+            try:
+                values = pc.cast(values, target)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                values = self._try_cast(column, values)
+        if column.standard in standards.NORMALIZERS:
+            values = standards.NORMALIZERS[column.standard](values)
+        return values, present
+
+    def _try_cast(self, column: Column, values: pa.Array) -> pa.Array:
+        """DuckDB's TRY_CAST for a column pyarrow could not cast whole: bad cells become null."""
+        expr = f"TRY_CAST(v AS {SQL_TYPES[column.type]})"
+        if column.type == "date":  # dates written as timestamps are still dates
+            expr = f"COALESCE({expr}, CAST(TRY_CAST(v AS TIMESTAMP) AS DATE))"
+        self._con.register("col", pa.table({"v": values}))
+        try:
+            typed = self._con.sql(f"SELECT {expr} AS v FROM col").to_arrow_table()["v"]
+        finally:
+            self._con.unregister("col")
+        return pc.cast(typed.combine_chunks(), ARROW_TYPES[column.type])
+
+    # ------------------------------------------------------------------ judge
+
+    def _judge(
+        self, rule: Rule, typed: dict[str, pa.Array], present: dict[str, pa.Array], source
+    ) -> tuple[pa.Array, pa.Array | None, int]:
+        """(failure mask, reason codes or None, values checked) of one row-level rule."""
+        name = rule.columns[0]
+        values = typed[name]
+        checked = len(values) - values.null_count
+        column = self._columns[name]
+        kind = rule.kind
+        if kind == "type":
+            return pc.and_(present[name], pc.is_null(values)), None, present[name].true_count
+        if kind == "not_null":
+            return pc.invert(present[name]), None, len(values)
+        if kind in standards.VALIDATORS:
+            verdict = standards.VALIDATORS[kind](values, self.context)
+            return pc.invert(verdict.valid), verdict.reason, checked
+        if kind == "gb11643_legacy":
+            return pc.fill_null(gb11643.is_legacy(source[name]), False), None, checked
+        if kind == "gb32100_org":
+            verdict = gb32100.org_check(values)
+            return pc.invert(verdict.valid), verdict.reason, checked
+        if kind == "mobile_strict":
+            verdict = phone.validate_mobile_strict(values)
+            return pc.invert(verdict.valid), verdict.reason, checked
+        if kind == "values":
+            allowed = pa.array(column.values, pa.string())
+            known = pc.is_in(pc.cast(values, pa.string()), value_set=allowed)
+            fail = pc.and_(pc.is_valid(values), pc.invert(known))
+        elif kind == "range":
+            fail = pa.nulls(len(values), pa.bool_())
+            if column.min is not None:
+                fail = pc.or_kleene(fail, pc.less(values, column.min))
+            if column.max is not None:
+                fail = pc.or_kleene(fail, pc.greater(values, column.max))
+        elif kind == "pattern":
+            fail = pc.invert(pc.match_substring_regex(values, column.pattern))
+        elif kind in ("id_birth_date", "id_sex"):
+            derive = gb11643.birth_date if kind == "id_birth_date" else gb11643.sex
+            derived = derive(values)
+            fail = pc.not_equal(derived, pc.cast(typed[rule.columns[1]], derived.type))
+        elif kind == "village_in_town":
+            verdict = village_in_town(values, typed[rule.columns[1]])
+            return pc.invert(verdict.valid), verdict.reason, checked
+        else:
+            raise ValueError(f"no evaluation for rule kind {kind}")
+        return pc.fill_null(fail, False), None, checked
 
     def check(self, chunk: Chunk) -> Checked:
         batch = chunk.batch
-        sql = self._sql_by_schema.get(batch.schema)
-        if sql is None:
-            sql = self._sql_by_schema[batch.schema] = _check_sql(self.dataset, batch.schema)
-        self._con.register("chunk", batch)
-        result = self._con.sql(sql, params=[chunk.origin]).to_arrow_table()
-        self._con.unregister("chunk")
-        ok = pc.equal(pc.list_value_length(result["_reasons"]), 0)
-        good = result.filter(ok).drop_columns(["_reasons"])
-        good = good.cast(self.schema.remove(self.schema.get_field_index("_op")))
-        bad = None
-        if good.num_rows < batch.num_rows:
-            bad_index = pc.indices_nonzero(pc.invert(ok))
-            bad = self._quarantine_rows(chunk, bad_index, result["_reasons"].take(bad_index))
-        return Checked(_one_batch(good), bad)
+        source, typed, present = {}, {}, {}
+        for column in self.dataset.columns:
+            source[column.name] = _source_column(batch, column.at_source)
+            typed[column.name], present[column.name] = self._conform(column, source[column.name])
+        blocking: list[tuple[Rule, pa.Array, pa.Array | None]] = []
+        for rule in self.rules:
+            if not rule.row_level or rule.kind == "unique":
+                continue
+            fail, reason, checked = self._judge(rule, typed, present, source)
+            self.tally.add(rule, checked, fail, reason)
+            if rule.blocking and fail.true_count:
+                blocking.append((rule, fail, reason))
+        n = batch.num_rows
+        bad = np.zeros(n, dtype=bool)
+        for _, fail, _ in blocking:
+            bad |= fail.to_numpy(zero_copy_only=False)
+        repeat = self._repeated_keys(typed, bad)
+        self.tally.add(self.unique, int(n - bad.sum()), pa.array(repeat), None)
+        if self.unique.blocking and repeat.any():
+            blocking.append((self.unique, pa.array(repeat), None))
+            bad |= repeat
+        columns = [typed[c.name] for c in self.dataset.columns]
+        columns.append(pa.nulls(n, pa.string()).fill_null(chunk.origin))
+        columns.append(extra_json(batch, self._known))
+        landed_schema = self.schema.remove(self.schema.get_field_index("_op"))
+        conformed = pa.RecordBatch.from_arrays(columns, schema=landed_schema)
+        good = conformed.filter(pa.array(~bad)) if bad.any() else conformed
+        if self.time_column and good.num_rows:
+            newest = pc.max(good.column(self.time_column)).as_py()
+            if newest is not None and (self.newest is None or newest > self.newest):
+                self.newest = newest
+        if not bad.any():
+            return Checked(good, None)
+        return Checked(good, self._quarantine_rows(chunk, np.flatnonzero(bad), blocking))
+
+    def _repeated_keys(self, typed: dict[str, pa.Array], bad: np.ndarray) -> np.ndarray:
+        """Rows (among those not already bad) whose key was already read in this window."""
+        key = pa.table({c: typed[c] for c in self.dataset.primary_key})
+        self._con.register("keys", key)
+        try:
+            hashed = self._con.sql(
+                f"SELECT hash({', '.join(_q(c) for c in key.column_names)}) FROM keys"
+            ).fetchnumpy()
+        finally:
+            self._con.unregister("keys")
+        hashes = next(iter(hashed.values()))
+        repeat = np.zeros(len(bad), dtype=bool)
+        keep = np.flatnonzero(~bad)
+        repeat[keep] = self._seen.repeats(np.asarray(hashes)[keep])
+        return repeat
+
+    # ------------------------------------------------------------------ quarantine
 
     def _quarantine_rows(
-        self, chunk: Chunk, index: pa.Array, reasons: pa.ChunkedArray
+        self,
+        chunk: Chunk,
+        bad_rows: np.ndarray,
+        blocking: list[tuple[Rule, pa.Array, pa.Array | None]],
     ) -> pa.RecordBatch:
-        taken = chunk.batch.take(index)
-        n = len(index)
+        """Original values of the bad rows with, per row, the ids and messages of the blocking
+        rules it broke (in rule order), built column-wise."""
+        rows, ids, messages = [], [], []
+        for rule, fail, reason in blocking:
+            hit = np.flatnonzero(fail.to_numpy(zero_copy_only=False))
+            rows.append(hit)
+            ids.append(pa.nulls(len(hit), pa.string()).fill_null(rule.id))
+            text = pa.nulls(len(hit), pa.string()).fill_null(rule.message)
+            if reason is not None:
+                codes = pc.fill_null(reason.take(pa.array(hit)), rule.kind)
+                text = pc.binary_join_element_wise(text, " (", codes, ")", "")
+            messages.append(text)
+        row = np.concatenate(rows)
+        order = np.argsort(row, kind="stable")  # rule order kept within a row
+        per_row = np.bincount(np.searchsorted(bad_rows, row), minlength=len(bad_rows))
+        offsets = pa.array(np.concatenate([[0], np.cumsum(per_row)]), pa.int32())
+        taken = chunk.batch.take(pa.array(bad_rows))
+        n = len(bad_rows)
         columns = {
-            c.at_source: pc.cast(taken.column(c.at_source), pa.string())
+            c.at_source: pc.cast(_source_column(taken, c.at_source), pa.string())
             for c in self.dataset.columns
         }
-        columns["_reasons"] = reasons.combine_chunks()
-        columns["_origin"] = pc.fill_null(pa.nulls(n, pa.string()), chunk.origin)
-        columns["_row"] = pc.add(index.cast(pa.int64()), chunk.first_row)
+        columns["_reasons"] = pa.ListArray.from_arrays(offsets, pa.concat_arrays(ids).take(order))
+        columns["_messages"] = pa.ListArray.from_arrays(
+            offsets, pa.concat_arrays(messages).take(order)
+        )
+        columns["_origin"] = pa.nulls(n, pa.string()).fill_null(chunk.origin)
+        columns["_row"] = pa.array(bad_rows + chunk.first_row, pa.int64())
         columns["_raw"] = pa.nulls(n, pa.string())
+        columns["_extra"] = extra_json(taken, self._known)
         return pa.RecordBatch.from_pydict(columns, schema=self.quarantine_schema)
 
     def malformed_lines(self, lines: list[dict]) -> pa.RecordBatch:
@@ -149,15 +391,12 @@ class Validator:
         n = len(lines)
         columns = {c.at_source: pa.nulls(n, pa.string()) for c in self.dataset.columns}
         columns["_reasons"] = pa.array([[line["reason"]] for line in lines], pa.list_(pa.string()))
+        columns["_messages"] = pa.array([[line["detail"]] for line in lines], pa.list_(pa.string()))
         columns["_origin"] = pa.array([line["_origin"] for line in lines], pa.string())
         columns["_row"] = pa.array([line["_row"] for line in lines], pa.int64())
         columns["_raw"] = pa.array([line["_raw"] for line in lines], pa.string())
+        columns["_extra"] = pa.nulls(n, pa.string())
         return pa.RecordBatch.from_pydict(columns, schema=self.quarantine_schema)
 
     def close(self) -> None:
         self._con.close()
-
-
-def _one_batch(table: pa.Table) -> pa.RecordBatch:
-    batches = table.combine_chunks().to_batches()
-    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)

@@ -47,7 +47,8 @@ def test_a_column_missing_at_the_source_is_named(home, sources):
         con.execute("ALTER TABLE resident DROP COLUMN phone")
     _, errors = run_day(1, {"public_security.resident"})
     message = str(errors["public_security.resident"])
-    assert "table resident" in message and "columns missing at the source: ['phone']" in message
+    # the register's contract freezes its schema: any added or removed column stops the window
+    assert "table resident" in message and "policy freeze: removed ['phone']" in message
     assert "update the contract" in message
 
 

@@ -46,6 +46,9 @@ class ReadReport:
     bad_files: list[BadFile] = field(default_factory=list)
     bad_lines: list[dict] = field(default_factory=list)
     extra_columns: set[str] = field(default_factory=set)
+    missing_columns: set[str] = field(default_factory=set)
+    source_types: dict[str, str] = field(default_factory=dict)  # column -> Arrow type at source
+    encodings: dict[str, str] = field(default_factory=dict)  # file -> detected encoding
 
 
 class Source(Protocol):
@@ -62,3 +65,31 @@ class Source(Protocol):
 def missing_columns(dataset: DatasetContract, present: list[str]) -> list[str]:
     have = set(present)
     return [c.at_source for c in dataset.columns if c.at_source not in have]
+
+
+def columns_to_read(
+    dataset: DatasetContract, present: list[str], report: ReadReport
+) -> tuple[list[str], str | None]:
+    """Apply the contract's drift policy to the columns a source offers.
+
+    Returns (columns to read, error). ``freeze`` accepts
+    no added or removed column; ``discard_columns`` drops added columns (recorded in the
+    report); ``evolve`` reads added columns too (they land in ``_extra``) and fills removed
+    nullable columns with nulls. A removed required column is always an error.
+    """
+    policy = dataset.quality.drift
+    wanted = [c.at_source for c in dataset.columns]
+    added = [c for c in present if c not in set(wanted)]
+    missing = missing_columns(dataset, present)
+    required = {c.at_source for c in dataset.columns if not c.nullable}
+    if policy == "freeze" and (added or missing):
+        what = "; ".join(
+            f"{label} {cols}" for label, cols in (("added", added), ("removed", missing)) if cols
+        )
+        return [], f"schema drift under policy freeze: {what}"
+    if missing and (policy != "evolve" or set(missing) & required):
+        return [], f"columns missing: {missing}"
+    report.extra_columns.update(added)
+    report.missing_columns.update(missing)
+    keep = [c for c in wanted if c not in missing]
+    return keep + (added if policy == "evolve" else []), None

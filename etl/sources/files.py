@@ -19,7 +19,7 @@ import pyarrow.csv as pacsv
 
 from etl.contracts import DatasetContract, SourceKind, SystemContract
 from etl.errors import SourceError
-from etl.sources.base import BadFile, Chunk, ReadPlan, ReadReport, missing_columns
+from etl.sources.base import BadFile, Chunk, ReadPlan, ReadReport, columns_to_read
 
 UTF8_FAMILY = {"utf-8", "utf-8-sig"}
 
@@ -94,13 +94,11 @@ class FileDropSource:
             except (ValueError, OSError, pa.ArrowException) as exc:
                 report.bad_files.append(BadFile(str(path), _one_line(exc)))
                 continue
-            missing = missing_columns(self.dataset, table.column_names)
-            if missing:
-                report.bad_files.append(BadFile(str(path), f"columns missing: {missing}"))
+            columns, error = columns_to_read(self.dataset, table.column_names, report)
+            if error:
+                report.bad_files.append(BadFile(str(path), error))
                 continue
-            wanted = {c.at_source for c in self.dataset.columns}
-            report.extra_columns.update(c for c in table.column_names if c not in wanted)
-            table = table.select([c.at_source for c in self.dataset.columns])
+            table = table.select(columns)
             row = 2  # line 1 is the header
             for batch in table.to_batches():
                 if batch.num_rows:
@@ -110,7 +108,8 @@ class FileDropSource:
     def _parse(self, path: Path, report: ReadReport) -> pa.Table:
         if self.system.kind == SourceKind.EXCEL:
             return _read_excel(path, self.spec.sheet)
-        text, _encoding = decode(path.read_bytes(), self.spec.encodings)
+        text, encoding = decode(path.read_bytes(), self.spec.encodings)
+        report.encodings[path.name] = encoding
 
         def malformed(row) -> str:
             report.bad_lines.append(

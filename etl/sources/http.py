@@ -14,7 +14,7 @@ from etl.connections import credentials, redact
 from etl.contracts import DatasetContract, SystemContract
 from etl.errors import SourceError
 from etl.signing import signed_headers
-from etl.sources.base import Chunk, ReadPlan, ReadReport, missing_columns
+from etl.sources.base import Chunk, ReadPlan, ReadReport, columns_to_read
 
 RETRIES = 4
 BACKOFF_S = 0.5
@@ -48,7 +48,6 @@ class HttpApiSource:
             params[start_name] = plan.lower
         if plan.upper is not None:
             params[end_name] = plan.upper
-        names = [c.at_source for c in self.dataset.columns]
         seen, page, row = 0, 1, 1
         with httpx.Client(base_url=self.base, timeout=self.timeout_s) as client:
             while True:
@@ -61,14 +60,13 @@ class HttpApiSource:
                 if not records:
                     break
                 present = list(records[0].keys())
-                missing = missing_columns(self.dataset, present)
-                if missing:
+                names, error = columns_to_read(self.dataset, present, report)
+                if error:
                     raise SourceError(
                         f"{self.describe()} page {page}",
-                        f"fields missing in the response: {missing}",
-                        "the API changed; update the contract's source_name",
+                        f"the response's fields changed: {error}",
+                        "update the contract (source_name, or quality.drift)",
                     )
-                report.extra_columns.update(k for k in present if k not in set(names))
                 # JSON values arrive as numbers or text; keep them as text for etl.validate.
                 columns = {
                     n: pa.array([_text(r.get(n)) for r in records], pa.string()) for n in names

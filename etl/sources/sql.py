@@ -12,7 +12,7 @@ import connectorx as cx
 from etl.connections import redact
 from etl.contracts import DatasetContract, SystemContract
 from etl.errors import SourceError
-from etl.sources.base import Chunk, ReadPlan, ReadReport, missing_columns
+from etl.sources.base import Chunk, ReadPlan, ReadReport, columns_to_read
 
 BATCH_ROWS = 131_072
 _SCHEMES = {
@@ -99,26 +99,21 @@ class SqlSource:
 
     def read(self, plan: ReadPlan, report: ReadReport) -> Iterator[Chunk]:
         present = self.source_columns()
-        missing = missing_columns(self.dataset, present)
-        if missing:
+        columns, error = columns_to_read(self.dataset, present, report)
+        if error:
             raise SourceError(
                 self.describe(),
-                f"columns missing at the source: {missing}",
-                "the department changed its schema; update the contract",
+                error,
+                "the department changed its schema; update the contract (or quality.drift)",
             )
-        wanted = {c.at_source for c in self.dataset.columns}
-        report.extra_columns.update(c for c in present if c not in wanted)
         q = self._q
         if self.url.startswith("sqlite"):
             # SQLite keeps whatever it is given: read text and let etl.validate type each cell,
             # so one bad date costs one row instead of the run. connectorx infers an expression's
             # type from its first value, so NULL is read as '' (etl.validate reads '' as NULL).
-            select = ", ".join(
-                f"COALESCE(CAST({q(c.at_source)} AS TEXT), '') AS {q(c.at_source)}"
-                for c in self.dataset.columns
-            )
+            select = ", ".join(f"COALESCE(CAST({q(c)} AS TEXT), '') AS {q(c)}" for c in columns)
         else:
-            select = ", ".join(q(c.at_source) for c in self.dataset.columns)
+            select = ", ".join(q(c) for c in columns)
         query = f"SELECT {select} FROM {q(self.table)}"
         where = []
         inc = self.dataset.incremental

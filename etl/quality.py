@@ -1,0 +1,204 @@
+"""Quality results people read: dataset-level checks at commit, the latest results per dataset,
+and the department scorecard.
+
+Row-level rules are counted by ``etl.validate`` while a window streams; the two dataset-level
+rules are judged here when the window commits:
+
+- ``volume``: the rows read leave the band [min_ratio, max_ratio] x the median of the dataset's
+  recent windows (needs three windows of history);
+- ``freshness``: the newest record is older than the SLA at the window's end. The newest record
+  is the largest event time landed (see ``etl.validate.event_time_column``); a dataset without
+  event times is as new as the last window that read rows. Judging the data rather than the
+  clock keeps replayed or caught-up windows fair to the department.
+
+The scorecard (per department and day: timeliness, completeness, validity, uniqueness and the
+failing rules) and the rule results are written as Parquet under ``<lake>/quality/`` for the
+warehouse and the reports.
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from etl.contracts import DatasetContract, load_systems
+from etl.ledger import Ledger
+from etl.rules import rules_for
+from etl.settings import Paths
+
+VALUE_KINDS_EXCLUDED = ("not_null", "unique", "volume", "freshness")
+
+
+def dataset_checks(
+    ledger: Ledger, staged, dataset: DatasetContract, tz: str, has_event_time: bool
+) -> tuple[list[dict], datetime | None]:
+    """(results of the volume and freshness rules, newest data time) for a window at commit."""
+    rules = {r.kind: r for r in rules_for(dataset)}
+    start = datetime.fromisoformat(staged.window_start)
+    end = datetime.fromisoformat(staged.window_end)
+    history = ledger.history(
+        staged.system, staged.dataset, start, dataset.quality.volume.lookback_windows
+    )
+
+    volume = dataset.quality.volume
+    past = [h["rows_read"] for h in history if h["rows_read"] is not None]
+    verdict = None
+    if len(past) >= 3:
+        median = statistics.median(past)
+        if staged.rows_read < volume.min_ratio * median:
+            verdict = "low"
+        elif staged.rows_read > volume.max_ratio * median:
+            verdict = "high"
+
+    if staged.newest_data_at:
+        newest = datetime.fromisoformat(staged.newest_data_at)
+        newest = newest if newest.tzinfo else newest.replace(tzinfo=ZoneInfo(tz))
+    elif not has_event_time and staged.rows_read:
+        newest = end
+    else:
+        newest = None
+    known = [h["newest_data_at"] for h in history if h["newest_data_at"] is not None]
+    newest = max([t for t in (newest, *known) if t is not None], default=None)
+    stale = newest is None or (end - newest).total_seconds() > dataset.freshness_sla_hours * 3600
+
+    def result(kind: str, failure: str | None) -> dict:
+        rule = rules[kind]
+        return {
+            "rule_id": rule.id,
+            "severity": rule.severity,
+            "checked": 1,
+            "failed": int(failure is not None),
+            "reasons": {failure: 1} if failure else {},
+        }
+
+    return [result("volume", verdict), result("freshness", "stale" if stale else None)], newest
+
+
+# --------------------------------------------------------------------------- reading results
+
+
+def _departments(con) -> None:
+    """A small table system -> department, from the contracts."""
+    rows = [(s.system, s.department.code, s.department.name) for s in load_systems()]
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE departments "
+        "(system VARCHAR, dept_code VARCHAR, dept_name VARCHAR)"
+    )
+    con.executemany("INSERT INTO departments VALUES (?, ?, ?)", rows)
+
+
+LATEST_LANDED = """
+    SELECT * FROM runs WHERE status = 'landed'
+    QUALIFY row_number() OVER (PARTITION BY system, dataset, window_start
+                               ORDER BY finished_at DESC) = 1
+"""
+
+
+def latest_results(ledger: Ledger, department: str | None = None) -> list[dict]:
+    """Per dataset, its newest landed window with the rules that failed (counts and reasons)."""
+    with ledger.connect() as con:
+        _departments(con)
+        cur = con.execute(
+            f"""
+            WITH landed AS ({LATEST_LANDED}),
+            latest AS (SELECT * FROM landed
+                QUALIFY row_number() OVER (PARTITION BY system, dataset
+                                           ORDER BY window_start DESC) = 1)
+            SELECT d.dept_code, d.dept_name, l.system, l.dataset, l.window_start, l.rows_read,
+                   l.rows_landed, l.rows_quarantined, r.rule_id, r.severity, r.checked,
+                   r.failed, r.reasons
+            FROM latest l JOIN departments d USING (system)
+            LEFT JOIN rule_results r ON r.attempt_id = l.attempt_id AND r.failed > 0
+            WHERE ? IS NULL OR d.dept_code = ? OR d.dept_name = ? OR l.system = ?
+            ORDER BY d.dept_code, l.system, l.dataset, r.severity, r.failed DESC""",
+            [department] * 4,
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+SCORECARD = """
+WITH latest AS ({latest}),
+per_run AS (
+    SELECT l.system, l.dataset, l.attempt_id, l.rows_read, l.rows_landed, l.rows_quarantined,
+           CAST(timezone(?, l.window_start) AS DATE) AS day,
+           sum(r.failed) FILTER (r.rule_id LIKE 'not_null:%') AS null_failed,
+           sum(r.checked) FILTER (r.rule_id LIKE 'not_null:%') AS null_checked,
+           sum(r.failed) FILTER (split_part(r.rule_id, ':', 1) NOT IN {excluded}
+                                 AND r.severity = 'blocking') AS invalid,
+           sum(r.checked) FILTER (split_part(r.rule_id, ':', 1) NOT IN {excluded}
+                                  AND r.severity = 'blocking') AS values_checked,
+           sum(r.failed) FILTER (r.rule_id LIKE 'unique:%') AS repeated,
+           sum(r.checked) FILTER (r.rule_id LIKE 'unique:%') AS keys_checked,
+           bool_or(r.rule_id = 'freshness' AND r.failed = 0) AS fresh,
+           list(l.system || '.' || l.dataset || ' ' || r.rule_id || ' ' || r.failed
+                ORDER BY r.failed DESC) FILTER (r.failed > 0) AS failing
+    FROM latest l LEFT JOIN rule_results r USING (attempt_id)
+    GROUP BY ALL
+)
+SELECT d.dept_code, d.dept_name, p.day,
+       count(*) AS datasets,
+       sum(p.rows_read) AS rows_read, sum(p.rows_landed) AS rows_landed,
+       sum(p.rows_quarantined) AS rows_quarantined,
+       round(avg(CASE WHEN p.fresh THEN 1.0 ELSE 0.0 END), 4) AS timeliness,
+       round(1 - coalesce(sum(p.null_failed) / nullif(sum(p.null_checked), 0), 0), 4)
+           AS completeness,
+       round(1 - coalesce(sum(p.invalid) / nullif(sum(p.values_checked), 0), 0), 4) AS validity,
+       round(1 - coalesce(sum(p.repeated) / nullif(sum(p.keys_checked), 0), 0), 4) AS uniqueness,
+       flatten(list(coalesce(p.failing, []))) AS failing_rules
+FROM per_run p JOIN departments d USING (system)
+GROUP BY ALL ORDER BY p.day, d.dept_code
+"""
+
+
+def publish_quality(where: Paths, ledger: Ledger, tz: str) -> Path:
+    """Rewrite ``<lake>/quality/scorecard.parquet`` and ``rule_results.parquet`` from the
+    ledger (swapped in by rename, so readers never see half a file). Returns the folder."""
+    target = where.lake / "quality"
+    target.mkdir(parents=True, exist_ok=True)
+    excluded = "(" + ", ".join(f"'{k}'" for k in VALUE_KINDS_EXCLUDED) + ")"
+    with ledger.connect() as con:
+        _departments(con)
+        queries = {
+            "scorecard": (SCORECARD.format(latest=LATEST_LANDED, excluded=excluded), [tz]),
+            "rule_results": (
+                f"SELECT r.*, d.dept_code, d.dept_name FROM ({LATEST_LANDED}) l "
+                "JOIN rule_results r USING (attempt_id) JOIN departments d ON d.system = r.system",
+                [],
+            ),
+        }
+        for name, (sql, params) in queries.items():
+            tmp = target / f".{name}.parquet.tmp"
+            con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)", params)
+            tmp.replace(target / f"{name}.parquet")
+    return target
+
+
+def docs_runs(ledger: Ledger, limit: int = 200) -> list[dict]:
+    """The newest landed windows with their rule results, shaped for ``etl.gx.write_data_docs``."""
+    import json
+
+    with ledger.connect() as con:
+        cur = con.execute(
+            f"""SELECT l.system, l.dataset, l.attempt_id, l.window_start, l.finished_at,
+                       l.rows_read, list({{'rule_id': r.rule_id, 'severity': r.severity,
+                       'checked': r.checked, 'failed': r.failed, 'reasons': r.reasons}})
+                FROM ({LATEST_LANDED}) l JOIN rule_results r USING (attempt_id)
+                GROUP BY ALL ORDER BY l.window_start DESC, l.system, l.dataset LIMIT ?""",
+            [limit],
+        )
+        rows = cur.fetchall()
+    return [
+        {
+            "system": system,
+            "dataset": dataset,
+            "attempt_id": attempt,
+            "window_start": start.isoformat(),
+            "run_time": finished.isoformat(),
+            "rows": read,
+            "results": [{**r, "reasons": json.loads(r["reasons"] or "{}")} for r in results],
+        }
+        for system, dataset, attempt, start, finished, read, results in rows
+    ]
