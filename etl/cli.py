@@ -206,7 +206,12 @@ def cmd_quality(args) -> int:
     if not where.ledger.exists():
         print(f"no results yet: the ledger {where.ledger} does not exist (run `make demo`)")
         return 0
-    from etl.quality import latest_results
+    from etl.quality import SCORE_COLUMNS, latest_results, scorecard_rows
+
+    if args.scorecard:
+        columns = ["department", "day", "datasets", "read", "quarantined", *SCORE_COLUMNS]
+        print(text_table(scorecard_rows(where), [*columns, "failing_rules"]))
+        return 0
 
     zone = ZoneInfo(load_profile().timezone)
     rows = []
@@ -321,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dept", help="only this department (code, name or system)")
     p.add_argument("--docs", action="store_true", help="also build Great Expectations Data Docs")
+    p.add_argument(
+        "--scorecard",
+        action="store_true",
+        help="print the department scorecard (timeliness, completeness, validity, uniqueness "
+        "per department and day) instead",
+    )
     p.add_argument(
         "--export-suites",
         metavar="DIR",

@@ -92,6 +92,9 @@ class CountyProfile(Strict):
     city: City
     province: Division
     timezone: str = "Asia/Shanghai"
+    area_codes: list[Annotated[str, Field(pattern=r"^0\d{2,3}$")]] = Field(
+        ["0533"], description="telephone area codes of the county's landlines"
+    )
     historical_codes: list[HistoricalCode] = []
     towns: list[Town]
     villages_table: str

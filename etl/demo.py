@@ -72,6 +72,15 @@ def demo(scale: float = 0.05, days: int = 3, seed: int = 42) -> int:
             server.stop()
     print("\n== summary: per dataset and day (rows read = landed + quarantined + unchanged)")
     print(text_table(rows, ["day", "dataset", "state", *COUNT_COLUMNS]))
+    from etl.gx import write_data_docs
+    from etl.ledger import Ledger
+    from etl.quality import SCORE_COLUMNS, docs_runs, scorecard_rows
+
+    print("\n== department scorecard (share of rows or datasets passing; `countylake quality`)")
+    card = [r for r in scorecard_rows(where) if r["day"] == str(day)]
+    print(text_table(card, ["department", "day", "read", "quarantined", *SCORE_COLUMNS]))
+    docs = write_data_docs(where.home, docs_runs(Ledger(where.ledger)))
+    print(f"Data Docs (Great Expectations): {docs}")
     total = sum(r["read"] or 0 for r in rows)
     print(
         f"\n{len(rows)} dataset-days, {total:,} rows read, {failures} failed, "

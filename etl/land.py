@@ -147,11 +147,8 @@ def commit(staged: Staged, where: Paths | None = None) -> dict:
             mark = _newer(current, staged.cursor_upper, numeric)
         from etl.drift import remember
         from etl.quality import dataset_checks, publish_quality
-        from etl.validate import event_time_column
 
-        checks, newest = dataset_checks(
-            ledger, staged, dataset, tz, event_time_column(dataset) is not None
-        )
+        checks, newest = dataset_checks(ledger, staged, dataset, tz)
         data_files = [e for e in entries if e["path"].endswith(".parquet")]
         counts = {
             "rows_read": staged.rows_read,

@@ -6,10 +6,12 @@ rules are judged here when the window commits:
 
 - ``volume``: the rows read leave the band [min_ratio, max_ratio] x the median of the dataset's
   recent windows (needs three windows of history);
-- ``freshness``: the newest record is older than the SLA at the window's end. The newest record
-  is the largest event time landed (see ``etl.validate.event_time_column``); a dataset without
-  event times is as new as the last window that read rows. Judging the data rather than the
-  clock keeps replayed or caught-up windows fair to the department.
+- ``freshness``: the newest data is older than the SLA at the window's end. The newest data is
+  the largest event time landed (see ``etl.validate.event_time_column``); a window without
+  event times is as new as its end when a live system (SQL, API) answered or an export arrived,
+  else as new as the last delivery. So a quiet change log is not stale, a department whose
+  export stops coming is, and replayed or caught-up windows are judged on the data, not on the
+  clock.
 
 The scorecard (per department and day: timeliness, completeness, validity, uniqueness and the
 failing rules) and the rule results are written as Parquet under ``<lake>/quality/`` for the
@@ -32,7 +34,7 @@ VALUE_KINDS_EXCLUDED = ("not_null", "unique", "volume", "freshness")
 
 
 def dataset_checks(
-    ledger: Ledger, staged, dataset: DatasetContract, tz: str, has_event_time: bool
+    ledger: Ledger, staged, dataset: DatasetContract, tz: str
 ) -> tuple[list[dict], datetime | None]:
     """(results of the volume and freshness rules, newest data time) for a window at commit."""
     rules = {r.kind: r for r in rules_for(dataset)}
@@ -55,7 +57,7 @@ def dataset_checks(
     if staged.newest_data_at:
         newest = datetime.fromisoformat(staged.newest_data_at)
         newest = newest if newest.tzinfo else newest.replace(tzinfo=ZoneInfo(tz))
-    elif not has_event_time and staged.rows_read:
+    elif staged.rows_read or staged.strategy != "new_files":
         newest = end
     else:
         newest = None
@@ -174,6 +176,29 @@ def publish_quality(where: Paths, ledger: Ledger, tz: str) -> Path:
             con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)", params)
             tmp.replace(target / f"{name}.parquet")
     return target
+
+
+SCORE_COLUMNS = ["timeliness", "completeness", "validity", "uniqueness"]
+
+
+def scorecard_rows(where: Paths) -> list[dict]:
+    """The published scorecard, newest day first, for printing."""
+    path = where.lake / "quality" / "scorecard.parquet"
+    if not path.exists():
+        return []
+    import duckdb
+
+    with duckdb.connect() as con:
+        cur = con.execute(
+            "SELECT dept_name AS department, CAST(day AS VARCHAR) AS day, datasets, "
+            "CAST(rows_read AS BIGINT) AS read, CAST(rows_quarantined AS BIGINT) AS quarantined, "
+            + ", ".join(f"printf('%.2f%%', 100 * {c}) AS {c}" for c in SCORE_COLUMNS)
+            + ", len(failing_rules) AS failing_rules FROM read_parquet(?) "
+            "ORDER BY day DESC, dept_code",
+            [str(path)],
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def docs_runs(ledger: Ledger, limit: int = 200) -> list[dict]:

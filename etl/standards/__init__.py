@@ -216,8 +216,9 @@ class StandardContext:
 
     @classmethod
     def from_profile(cls, profile: CountyProfile) -> StandardContext:
-        """The profile names no telephone area codes yet: those keep the module default."""
-        return cls(divisions=DivisionIndex.from_profile(profile))
+        return cls(
+            divisions=DivisionIndex.from_profile(profile), area_codes=tuple(profile.area_codes)
+        )
 
 
 StandardValidator = Callable[[pa.Array, StandardContext], ArrayVerdict]
