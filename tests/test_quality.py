@@ -29,6 +29,7 @@ CAUGHT_BY = {
     "bad_credit_check": "gb32100",
     "unknown_village": "nbs_division",
     "null_required": "not_null",
+    "wrong_town": "village_in_town",
 }
 REASON_OF = {"bad_id_check": "check", "bad_birth_date": "birth_date"}
 LANDED_CLEAN = {"lowercase_x", "blank_padded", "legacy_15", "late_row"}  # normalised, not bad
@@ -85,6 +86,8 @@ def test_injected_dirt_is_quarantined_exactly_with_rule_and_reason(home, day1, s
                         c.name for c in dataset.columns if c.standard == CAUGHT_BY[kind]
                     )
                     rule = f"{CAUGHT_BY[kind]}:{column}"
+                    if kind == "wrong_town":  # a pair rule is named after both columns
+                        rule = f"{CAUGHT_BY[kind]}:village_code,{column}"
                 expected[rule] = expected.get(rule, 0) + count
             assert _quarantined_by_rule(home, system.system, dataset.dataset) == expected, name
             assert day1[name]["rows_quarantined"] == sum(expected.values()), name

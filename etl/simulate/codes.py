@@ -177,6 +177,12 @@ def bad_credit_check(codes: np.ndarray) -> np.ndarray:
     return np.char.add(body, _CC_CHARSET[(idx + 1) % 31])
 
 
+def wrong_town(codes: np.ndarray) -> np.ndarray:
+    """The next township segment (a neighbouring town, or one that does not exist)."""
+    segment = np.char.mod("%03d", np.array([int(c[6:9]) + 1 for c in codes]))
+    return np.char.add(np.array([c[:6] for c in codes], dtype="<U6"), segment)
+
+
 def unknown_village(codes: np.ndarray) -> np.ndarray:
     """Village segment 9xx: never used by NBS (001-199 居委会, 200-399 村委会)."""
     return np.array([c[:9] + "9" + c[10:12] for c in codes], dtype="<U12")

@@ -71,6 +71,7 @@ PLANS: dict[tuple[str, str], list[tuple[str, str, float]]] = {
     ("emergency", "chemical_site"): [
         ("unknown_village", "village_code", 0.02),
         ("null_required", "site_name", 0.01),
+        ("wrong_town", "town_code", 0.02),
     ],
     ("emergency", "sensor_alarm"): [("null_required", "alarm_type", 0.005)],
     ("hrss", "insured_person"): [
@@ -682,7 +683,8 @@ class County:
             }
         )
         site["dirt"] = self.plans[("emergency", "chemical_site")].assign(
-            rng, site.assign(village_code=self.v_code[vil])
+            rng,
+            site.assign(village_code=self.v_code[vil], town_code=self.v_code[vil].astype("<U9")),
         )
         self.sites = site
 
@@ -707,6 +709,7 @@ class County:
                 },
                 "credit_code": self._stored_credit(s["eid"].to_numpy()),
                 "village_code": self.v_code[s["vil"].to_numpy()],
+                "town_code": self.v_code[s["vil"].to_numpy()].astype("<U9"),
             },
         )
         return self._emit(out, "emergency", "chemical_site", df, s["dirt"].to_numpy())

@@ -22,6 +22,7 @@ MUTATORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "blank_padded": codes.blank_padded,
     "bad_credit_check": codes.bad_credit_check,
     "unknown_village": codes.unknown_village,
+    "wrong_town": codes.wrong_town,
 }
 # kinds that do not mutate one value: nulls, duplicates, late arrivals
 OTHER_KINDS = ("null_required", "duplicate_row", "late_row")
