@@ -132,20 +132,21 @@ class SeenKeys:
 
     def repeats(self, hashes: np.ndarray) -> np.ndarray:
         """Mask of hashes seen before or earlier in the same batch; remembers the rest."""
-        seen = np.zeros(len(hashes), dtype=bool)
+        order = np.argsort(hashes, kind="stable")  # sorted needles keep the probes local
+        ordered = hashes[order]
+        repeat = np.zeros(len(hashes), dtype=bool)
+        repeat[1:] = ordered[1:] == ordered[:-1]  # later copies within the batch
         for run in self.runs:
-            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
-            seen |= run[at] == hashes
-        _, first = np.unique(hashes, return_index=True)
-        repeat = np.ones(len(hashes), dtype=bool)
-        repeat[first] = False
-        repeat |= seen
-        run = np.sort(hashes[~repeat])
+            at = np.minimum(np.searchsorted(run, ordered), len(run) - 1)
+            repeat |= run[at] == ordered
+        run = ordered[~repeat]
         while self.runs and len(self.runs[-1]) <= len(run):
             run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")
         if len(run):
             self.runs.append(run)
-        return repeat
+        found = np.empty_like(repeat)
+        found[order] = repeat
+        return found
 
 
 def _source_column(batch: pa.RecordBatch, name: str) -> pa.Array:

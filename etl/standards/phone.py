@@ -57,7 +57,11 @@ def normalize_mobile(values: pa.StringArray) -> pa.StringArray:
 
 
 def _mobile_ok(text: pa.StringArray) -> pa.BooleanArray:
-    return pc.match_substring_regex(text, MOBILE)
+    """``MOBILE`` as a byte test (a regular expression over every row costs several times more)."""
+    matrix, fits = fixed_width(text, 11)
+    ok = fits & bytes_between(matrix, "0", "9") & (matrix[:, 0] == ord("1"))
+    ok &= (matrix[:, 1] >= ord("3")) & (matrix[:, 1] <= ord("9"))
+    return pa.array(ok)
 
 
 @vectorised
