@@ -27,6 +27,7 @@ lint: venv
 
 bench: venv
 	$(BIN)/python -m etl.bench
+	$(BIN)/python -m etl.bench_quality
 
 clean:
 	rm -rf $(COUNTYLAKE_HOME)
