@@ -125,10 +125,16 @@ class Tally:
 
 class SeenKeys:
     """64-bit hashes of the keys landed so far in a window, kept as sorted numpy runs merged
-    like a binary counter: checking a batch costs O(batch x log n), memory 8 bytes a key."""
+    like a binary counter: checking a batch costs O(batch x log n), memory 8 bytes a key.
+
+    A one-byte-per-slot filter on the hash's top bits answers "never seen" for most new keys
+    without touching the runs (64 MB of address space, resident only as slots are used)."""
+
+    FILTER_BITS = 26
 
     def __init__(self) -> None:
         self.runs: list[np.ndarray] = []
+        self.filter = np.zeros(1 << self.FILTER_BITS, dtype=bool)
 
     def repeats(self, hashes: np.ndarray) -> np.ndarray:
         """Mask of hashes seen before or earlier in the same batch; remembers the rest."""
@@ -136,10 +142,15 @@ class SeenKeys:
         ordered = hashes[order]
         repeat = np.zeros(len(hashes), dtype=bool)
         repeat[1:] = ordered[1:] == ordered[:-1]  # later copies within the batch
-        for run in self.runs:
-            at = np.minimum(np.searchsorted(run, ordered), len(run) - 1)
-            repeat |= run[at] == ordered
+        slots = (ordered >> np.uint64(64 - self.FILTER_BITS)).astype(np.int64)
+        maybe = np.flatnonzero(self.filter[slots])
+        if len(maybe):
+            candidates = ordered[maybe]
+            for run in self.runs:
+                at = np.minimum(np.searchsorted(run, candidates), len(run) - 1)
+                repeat[maybe] |= run[at] == candidates
         run = ordered[~repeat]
+        self.filter[slots] = True
         while self.runs and len(self.runs[-1]) <= len(run):
             run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")
         if len(run):
@@ -147,6 +158,46 @@ class SeenKeys:
         found = np.empty_like(repeat)
         found[order] = repeat
         return found
+
+
+# Whitespace that may surround a value: ASCII blanks and the Unicode spaces department
+# systems produce (NBSP, NEL, U+1680, U+2000-U+200A, U+2028/9, U+202F, U+205F, U+3000),
+# told apart by their leading byte and by their whole encoding at the end of a value.
+_ASCII_BLANKS = [0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20]
+_STARTS_BLANK = np.zeros(256, dtype=bool)
+_STARTS_BLANK[[*_ASCII_BLANKS, 0xC2, 0xE1, 0xE2, 0xE3]] = True
+_ENDS_BLANK_1 = np.zeros(256, dtype=bool)
+_ENDS_BLANK_1[_ASCII_BLANKS] = True
+_ENDS_BLANK_2 = np.array([0xC2A0, 0xC285])
+_ENDS_BLANK_3 = np.array(
+    [0xE19A80, *range(0xE28080, 0xE2808B), 0xE280A8, 0xE280A9, 0xE280AF, 0xE2819F, 0xE38080]
+)
+
+
+def _needs_trim(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> bool:
+    """Whether any non-empty value [start, end) of ``data`` may begin or end with whitespace."""
+    if _STARTS_BLANK[data[starts]].any() or _ENDS_BLANK_1[data[ends - 1]].any():
+        return True
+    two, three = ends - starts >= 2, ends - starts >= 3
+    last2 = data[ends[two] - 2].astype(np.int32) << 8 | data[ends[two] - 1]
+    tail3 = ends[three]
+    last3 = (data[tail3 - 3].astype(np.int32) << 16) | (data[tail3 - 2].astype(np.int32) << 8)
+    last3 |= data[tail3 - 1]
+    return bool(np.isin(last2, _ENDS_BLANK_2).any() or np.isin(last3, _ENDS_BLANK_3).any())
+
+
+def _blank_to_null(values: pa.Array) -> pa.Array:
+    """Text with surrounding whitespace trimmed and empty values as nulls. Trimming copies
+    every value, so it runs only when some value may start or end with whitespace."""
+    if values.type == pa.string() and len(values) and values.buffers()[2] is not None:
+        offsets = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, values.offset * 4)
+        filled = np.diff(offsets) > 0
+        data = np.frombuffer(values.buffers()[2], np.uint8)
+        if not _needs_trim(data, offsets[:-1][filled], offsets[1:][filled]):
+            empty = ~filled & values.is_valid().to_numpy(zero_copy_only=False)
+            return pc.if_else(pa.array(empty), None, values) if empty.any() else values
+    trimmed = pc.utf8_trim_whitespace(values)
+    return pc.if_else(pc.equal(trimmed, ""), None, trimmed)
 
 
 def _source_column(batch: pa.RecordBatch, name: str) -> pa.Array:
@@ -220,8 +271,7 @@ class Validator:
     def _conform(self, column: Column, values: pa.Array) -> tuple[pa.Array, pa.Array]:
         """(typed values, present-at-source mask) for one column."""
         if _is_text(values.type):
-            trimmed = pc.utf8_trim_whitespace(values)
-            values = pc.if_else(pc.equal(trimmed, ""), None, trimmed)
+            values = _blank_to_null(values)
         present = pc.is_valid(values)
         target = ARROW_TYPES[column.type]
         if values.type != target:

@@ -7,8 +7,10 @@ import dataclasses
 from datetime import date
 from typing import get_args
 
+import numpy as np
 import phonenumbers
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -478,3 +480,13 @@ def test_registry_callables_use_the_context(context):
     assert NORMALIZERS["gb11643"](pa.array(["110105491231002"])).to_pylist() == [
         "11010519491231002X"
     ]
+
+
+def test_strict_mobile_tier_equals_libphonenumbers_pattern_on_random_numbers():
+    """The prefix table behind the strict tier decides exactly as the regular expression."""
+    rng = np.random.default_rng(11)
+    second = rng.integers(3, 10, 200_000).astype(str)
+    rest = np.char.zfill(rng.integers(0, 10**9, 200_000).astype(str), 9)
+    numbers = pa.array(np.char.add(np.char.add("1", second), rest))
+    expected = pc.match_substring_regex(numbers, phone.strict_mobile_pattern())
+    assert phone.validate_mobile_strict(numbers).valid.equals(expected)
