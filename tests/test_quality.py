@@ -211,3 +211,61 @@ def test_results_scorecard_and_quality_command(home, day1, capsys):
     assert "public_security.resident" in out and "gb11643:id_number" in out
     assert "market_regulation" not in out
     assert main(["quality", "--dept", "no_such_department"]) == 1
+
+
+def _landed_window(ledger: Ledger, day: int, rows: int, newest) -> None:
+    """A landed attempt of health.consultation for 2026-11-<day> in the ledger."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    start = datetime(2026, 11, day, tzinfo=ZoneInfo("Asia/Shanghai"))
+    attempt = f"history{day}"
+    ledger.start(attempt, "r", "health", "consultation", start, start + timedelta(days=1), "t")
+    counts = {"rows_read": rows, "newest_data_at": newest}
+    ledger.land(
+        attempt, "health", "consultation", None, start, start + timedelta(days=1), [], counts
+    )
+
+
+def test_volume_and_freshness_are_judged_against_the_datasets_history(home):
+    from datetime import datetime
+    from types import SimpleNamespace
+    from zoneinfo import ZoneInfo
+
+    from etl.contracts import find_dataset
+    from etl.quality import dataset_checks
+
+    zone = ZoneInfo("Asia/Shanghai")
+    ledger = Ledger(home / "state" / "ledger.duckdb")
+    _, consultation = find_dataset("health", "consultation")
+    for day in (1, 2, 3):
+        _landed_window(ledger, day, 1000, datetime(2026, 11, day, 20, tzinfo=zone))
+
+    def judge(rows: int, newest: str | None, day: int = 4) -> dict[str, dict]:
+        staged = SimpleNamespace(
+            system="health",
+            dataset="consultation",
+            window_start=f"2026-11-{day:02d}T00:00:00+08:00",
+            window_end=f"2026-11-{day + 1:02d}T00:00:00+08:00",
+            rows_read=rows,
+            newest_data_at=newest,
+            strategy="append_id",
+        )
+        results, _ = dataset_checks(ledger, staged, consultation, "Asia/Shanghai")
+        return {r["rule_id"]: r for r in results}
+
+    usual = judge(900, "2026-11-04 21:00:00")
+    assert usual["volume"]["failed"] == 0 and usual["freshness"]["failed"] == 0
+    assert judge(50, "2026-11-04 21:00:00")["volume"]["reasons"] == {"low": 1}
+    assert judge(20_000, "2026-11-04 21:00:00")["volume"]["reasons"] == {"high": 1}
+    # newest consultation two days before the window's end: older than the 26 h SLA
+    assert judge(900, "2026-11-03 08:00:00")["freshness"]["reasons"] == {"stale": 1}
+    # a quiet day of a live system is not stale: the source answered at the window's end
+    assert judge(0, None)["freshness"]["failed"] == 0
+
+
+def test_quality_command_builds_data_docs(home, day1, capsys):
+    assert main(["quality", "--docs"]) == 0
+    index = home / "quality" / "docs" / "index.html"
+    assert index.exists() and str(index) in capsys.readouterr().out
+    assert "public_security.resident" in index.read_text(encoding="utf-8")
