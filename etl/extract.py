@@ -17,6 +17,8 @@ import json
 import shutil
 import time
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -181,6 +183,7 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged, wh
     op = OP_BY_STRATEGY[dataset.incremental.strategy]
     good_writer = bad_writer = None
     part = 0
+    writes = BackgroundWrites()
     try:
         for chunk in source.read(plan, report):
             staged.rows_read += chunk.batch.num_rows
@@ -190,7 +193,7 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged, wh
             if checked.good.num_rows:
                 if good_writer is None or staged.rows_good >= (part + 1) * ROWS_PER_FILE:
                     if good_writer:
-                        good_writer.close()
+                        writes.submit(good_writer.close)
                         part += 1
                     # Dictionary pages cost half the write time and zstd already folds
                     # repeats; keep them only for the constant metadata columns.
@@ -200,7 +203,7 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged, wh
                         compression="zstd",
                         use_dictionary=["_op", "_origin"],
                     )
-                good_writer.write_batch(_with_op(checked.good, schema, op))
+                writes.submit(good_writer.write_batch, _with_op(checked.good, schema, op))
                 staged.rows_good += checked.good.num_rows
             if checked.bad is not None:
                 bad_writer = bad_writer or _quarantine_writer(staged, validator)
@@ -212,6 +215,7 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged, wh
             staged.rows_read += len(report.bad_lines)
             staged.rows_quarantined += len(report.bad_lines)
     finally:
+        writes.close()
         for writer in (good_writer, bad_writer):
             if writer:
                 writer.close()
@@ -231,6 +235,29 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged, wh
 
     staged.drift = detect(where, staged.system, dataset, report)
     staged.source_signature = signature(report)
+
+
+class BackgroundWrites:
+    """Parquet encoding and compression release the GIL, so the landed rows of one batch are
+    written in a worker thread while the next batch is validated. At most ``depth`` writes
+    wait, which bounds memory; the first error is raised in the caller."""
+
+    def __init__(self, depth: int = 2):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="parquet-writer")
+        self._pending: deque[Future] = deque()
+        self.depth = depth
+
+    def submit(self, fn, *args) -> None:
+        self._pending.append(self._pool.submit(fn, *args))
+        while len(self._pending) > self.depth:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(cancel_futures=True)
 
 
 def _quarantine_writer(staged: Staged, validator: Validator) -> pq.ParquetWriter:
