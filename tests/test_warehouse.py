@@ -1,0 +1,444 @@
+"""The warehouse over a small simulated county: built day after day, incrementally and in full,
+with the people and entity libraries reconciling with the lake and no raw identifier anywhere."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import copy_sources
+from ingest_helpers import api_server, run_day
+
+from etl import warehouse
+from etl.contracts import REPO_ROOT, load_profile
+from etl.standards.codes import DEFAULT_EXTRA_ETHNICITY, ETHNICITIES, SECTIONS, SEXES
+from etl.standards.gb32100 import CATEGORIES
+
+SEEDS = REPO_ROOT / "warehouse" / "seeds"
+# Written here independently of the dbt test macro: a raw 18-character citizen ID number and
+# an 11-digit mobile number, not inside a longer run of digits.
+RAW_ID = (
+    r"(^|[^0-9])[1-9][0-9]{5}(18|19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])"
+    r"[0-9]{3}[0-9Xx]([^0-9Xx]|$)"
+)
+RAW_MOBILE = r"(^|[^0-9])1[3-9][0-9]{9}([^0-9]|$)"
+HEX_DIGEST = r"[0-9a-f]{32}|[0-9a-f]{64}"
+NOT_REBUILDABLE = ("snapshots", "_meta")  # history accumulates per build; build log
+
+
+@dataclass
+class Built:
+    home: Path
+    first: dict
+    second: dict
+    full: dict
+    day1: Path  # the warehouse after day 1
+    incremental: Path  # after day 2, built incrementally on day 1's
+    reader_saw: int  # residents a reader holding day 1's file saw during the day-2 build
+
+    @property
+    def current(self) -> Path:
+        return self.home / "warehouse" / warehouse.WAREHOUSE_FILE
+
+    def connect(self, path: Path | None = None) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(str(path or self.current), read_only=True)
+
+    def lake(self, dataset: str) -> str:
+        return (
+            f"read_parquet('{self.home}/lake/raw/{dataset}/**/*.parquet', "
+            "hive_partitioning = true, union_by_name = true)"
+        )
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, simulated_days) -> Built:
+    """Day 1 landed and built; day 2 landed and built incrementally (a reader holding day 1's
+    file meanwhile); then a full refresh of the same lake."""
+    home = tmp_path_factory.mktemp("warehouse") / "data"
+    home.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COUNTYLAKE_HOME", str(home))
+        for var in [v for v in os.environ if v.startswith("COUNTYLAKE_CONN_")]:
+            mp.delenv(var)
+        mp.delenv(warehouse.KEY_ENV, raising=False)
+        mp.delenv(warehouse.KEY_FILE_ENV, raising=False)
+
+        copy_sources(simulated_days, 1, home)
+        with api_server(home, mp):
+            assert run_day(1)[1] == {}
+        first = warehouse.build(home, progress=None)
+        current = Path(first["warehouse"])
+        day1 = home / "day1.duckdb"
+        shutil.copy2(current, day1)
+
+        copy_sources(simulated_days, 2, home)
+        with api_server(home, mp):
+            assert run_day(2)[1] == {}
+        reader = duckdb.connect(str(current), read_only=True)  # an analyst's notebook
+        second = warehouse.build(home, progress=None)
+        reader_saw = reader.execute(
+            "select count(*) from staging.stg_public_security__resident"
+        ).fetchall()[0][0]
+        reader.close()
+        incremental = home / "incremental.duckdb"
+        shutil.copy2(current, incremental)
+
+        full = warehouse.build(home, full_refresh=True, progress=None)
+        yield Built(home, first, second, full, day1, incremental, reader_saw)
+
+
+def current_residents(b: Built) -> str:
+    """The register's current state, computed from the lake independently of dbt."""
+    return (
+        f"select * from {b.lake('public_security/resident')} "
+        'qualify row_number() over (partition by id_number order by load_date desc, "window" desc, '
+        "updated_at desc) = 1"
+    )
+
+
+def tables(con, database: str = "county", skip: tuple = ()) -> list[tuple[str, str]]:
+    return con.execute(
+        "select schema_name, table_name from duckdb_tables() "
+        "where database_name = ? and not list_contains(?, schema_name) order by all",
+        [database, list(skip)],
+    ).fetchall()
+
+
+# --------------------------------------------------------------------------- the builds
+
+
+def test_builds_succeed_and_swap_in_a_complete_file(built):
+    assert [built.first["mode"], built.second["mode"], built.full["mode"]] == [
+        "first build",
+        "incremental",
+        "full refresh",
+    ]
+    for result in (built.first, built.second, built.full):
+        assert set(result["nodes"]) <= {"success", "pass", "warn"}, result["nodes"]
+        assert result["regenerated"] == []
+    directory = built.home / "warehouse"
+    assert not list(directory.glob(".build-*")), "a build left its work folder behind"
+    assert not list(directory.glob("*.wal")), "the swapped file must be checkpointed"
+    with built.connect() as con:
+        builds = con.execute("select full_refresh, key_id from _meta.builds").fetchall()
+        schemas = {s for s, _ in tables(con)}
+    assert builds == [(False, built.first["key_id"])] * 2 + [(True, built.first["key_id"])]
+    assert {"staging", "intermediate", "base", "snapshots", "reference"} <= schemas
+    # dbt's own output stays under the data root
+    assert (directory / "dbt" / "target" / "manifest.json").exists()
+    assert (directory / "dbt" / "logs").is_dir()
+
+
+def test_a_reader_is_never_blocked_and_never_sees_half_a_build(built):
+    with built.connect(built.day1) as con:
+        day1_residents = con.execute(
+            "select count(*) from staging.stg_public_security__resident"
+        ).fetchall()[0][0]
+    # the reader opened before the day-2 build kept reading day 1's complete file
+    assert built.reader_saw == day1_residents
+
+
+def test_a_new_key_needs_a_full_refresh(built, monkeypatch):
+    before = built.current.stat().st_mtime_ns
+    monkeypatch.setenv(warehouse.KEY_ENV, "another-key-" + "0" * 32)
+    with pytest.raises(warehouse.WarehouseError, match="HMAC key differs"):
+        warehouse.build(built.home, progress=None)
+    assert built.current.stat().st_mtime_ns == before
+
+
+def test_full_rebuild_equals_the_incremental_builds(built):
+    con = duckdb.connect()
+    con.execute(f"attach '{built.incremental}' as incremental (read_only)")
+    con.execute(f"attach '{built.current}' as rebuilt (read_only)")
+    compared = tables(con, "incremental", NOT_REBUILDABLE)
+    assert tables(con, "rebuilt", NOT_REBUILDABLE) == compared
+    for schema, table in compared:
+        if table.endswith("_history"):  # views of the snapshots: build-time history
+            continue
+        columns = con.execute(
+            "select column_name from duckdb_columns() where database_name = 'incremental' "
+            "and schema_name = ? and table_name = ? order by column_name",
+            [schema, table],
+        ).fetchall()
+        cols = ", ".join(f'"{c}"' for (c,) in columns)
+        for a, b in (("incremental", "rebuilt"), ("rebuilt", "incremental")):
+            extra = con.execute(
+                f"select count(*) from (select {cols} from {a}.{schema}.{table} "
+                f"except all select {cols} from {b}.{schema}.{table})"
+            ).fetchall()[0][0]
+            assert extra == 0, f"{schema}.{table}: {extra} rows in {a} only"
+    # the append-only staging tables did grow on day 2
+    days = "select count(distinct _load_date) from incremental.staging.stg_hrss__insured_person"
+    assert con.execute(days).fetchall()[0][0] == 2
+
+
+# --------------------------------------------------------------------------- the libraries
+
+
+def test_population_per_town_equals_the_residents_landed_in_its_villages(built):
+    with built.connect() as con:
+        expected = dict(
+            con.execute(
+                f"select left(village_code, 9), count(*) from ({current_residents(built)}) "
+                "group by all"
+            ).fetchall()
+        )
+        in_base = dict(
+            con.execute(
+                "select town_code, count(*) from base.base_people where in_register group by all"
+            ).fetchall()
+        )
+        towns = {
+            code: name
+            for code, name in con.execute(
+                "select town_code, division_name from base.dim_division "
+                "where division_level = 'town'"
+            ).fetchall()
+        }
+        villages = con.execute(
+            "select count(*) from base.dim_division where division_level = 'village'"
+        ).fetchall()[0][0]
+    assert in_base == expected
+    profile = load_profile()
+    assert towns == {t.code: t.name for t in profile.towns}
+    assert villages == len(profile.villages)
+
+
+def test_register_reconciles_with_the_people_library(built):
+    with built.connect() as con:
+        lake = con.execute(
+            f"select status, count(*) from ({current_residents(built)}) group by all"
+        ).fetchall()
+        base = con.execute(
+            "select register_status, count(*) from base.base_people where in_register group by all"
+        ).fetchall()
+        others = con.execute(
+            "select count(*), count(*) filter (where source_dataset_count > 0) "
+            "from base.base_people where not in_register"
+        ).fetchall()[0]
+    assert sorted(base) == sorted(lake)
+    assert others[0] == others[1] > 0  # people seen only by other departments are kept too
+
+
+def test_no_orphan_keys(built):
+    checks = {
+        "history -> people": "select person_key from base.base_people_history "
+        "except select person_key from base.base_people",
+        "legal representative -> people": "select legal_rep_person_key from base.base_entities "
+        "where legal_rep_person_key is not null except select person_key from base.base_people",
+        "people -> division": "select village_code from base.base_people "
+        "where village_code is not null except select division_code from base.dim_division",
+        "entity -> division": "select village_code from base.base_entities "
+        "where village_code is not null except select division_code from base.dim_division",
+        "division -> parent": "select parent_code from base.dim_division "
+        "where parent_code is not null except select division_code from base.dim_division",
+        "sightings -> people": "select person_key from intermediate.int_person_sightings "
+        "except select person_key from base.base_people",
+        "employer -> entities": "select employer_credit_code from staging.stg_hrss__insured_person"
+        " where employer_credit_code is not null except select credit_code from base.base_entities",
+    }
+    with built.connect() as con:
+        for name, query in checks.items():
+            assert con.execute(query).fetchall() == [], name
+
+
+def test_every_scd2_key_has_exactly_one_current_row(built):
+    with built.connect() as con:
+        for table, key in (
+            ("base_people_history", "person_key"),
+            ("base_entities_history", "credit_code"),
+        ):
+            bad = con.execute(
+                f"select {key} from base.{table} group by all "
+                "having count(*) filter (where is_current) <> 1"
+            ).fetchall()
+            assert bad == [], table
+        changed = con.execute(
+            "select count(*) from (select person_key from base.base_people_history "
+            "group by all having count(*) > 1)"
+        ).fetchall()[0][0]
+        current_status = con.execute(
+            "select count(*) from base.base_people_history h join base.base_people p "
+            "using (person_key) where h.is_current and h.status is distinct from p.register_status"
+        ).fetchall()[0][0]
+    assert changed > 0  # day 2 moved or changed the status of someone
+    assert current_status == 0
+
+
+# --------------------------------------------------------------------------- privacy
+
+
+def test_pseudonyms_in_sql_equal_python_hmac(built):
+    key = warehouse.hmac_key(built.home)
+    with built.connect() as con:
+        ids = con.execute(f"select id_number from ({current_residents(built)})").fetchall()
+        keys = con.execute("select person_key from base.base_people where in_register").fetchall()
+    assert {k for (k,) in keys} == {
+        hmac.new(key, i.encode(), hashlib.sha256).hexdigest() for (i,) in ids
+    }
+
+
+def test_pseudonym_macro_normalises_and_takes_any_key_length(built, monkeypatch, tmp_path):
+    long_key = "k" * 100  # longer than the SHA-256 block: HMAC hashes it first
+    monkeypatch.setenv(warehouse.KEY_ENV, long_key)
+    values = ["37032219891231123X", "37032219891231123x ", " 372331195611306746"]
+    literals = ", ".join(f"{{{{ pseudonym(\"'{v}'\") }}}} as k{i}" for i, v in enumerate(values))
+    result = warehouse.run_dbt(
+        ["show", "--inline", f"select {literals}"], built.home, database=tmp_path / "show.duckdb"
+    )
+    assert result.success, result.exception
+    got = list(result.result.results[0].agate_table.rows[0].values())
+    expected = [
+        hmac.new(long_key.encode(), v.strip().upper().encode(), hashlib.sha256).hexdigest()
+        for v in values
+    ]
+    assert got == expected
+    assert got[0] == got[1]  # the same person however the number was typed
+
+
+def test_no_raw_id_number_or_mobile_in_any_table(built):
+    with built.connect() as con:
+        # the scan itself finds them where they are: in the lake
+        lake_hits = con.execute(
+            f"select count(*) from {built.lake('public_security/resident')} "
+            "where regexp_matches(id_number, ?) or regexp_matches(phone, ?)",
+            [RAW_ID, RAW_MOBILE],
+        ).fetchall()[0][0]
+        assert lake_hits > 0
+        scanned = 0
+        for schema, table in tables(con, skip=("reference",)):
+            columns = con.execute(
+                "select column_name from duckdb_columns() where schema_name = ? "
+                "and table_name = ? and database_name = 'county'",
+                [schema, table],
+            ).fetchall()
+            for (column,) in columns:
+                hits = con.execute(
+                    f'select cast("{column}" as varchar) as v from {schema}.{table} '
+                    "where v is not null and not regexp_full_match(v, ?) "
+                    "and (regexp_matches(v, ?) or regexp_matches(v, ?)) limit 3",
+                    [HEX_DIGEST, RAW_ID, RAW_MOBILE],
+                ).fetchall()
+                assert hits == [], f"{schema}.{table}.{column}: {hits}"
+                scanned += 1
+    assert scanned > 200
+
+
+@pytest.fixture(scope="module")
+def docs_index(built) -> Path:
+    return warehouse.docs(built.home)
+
+
+def test_the_key_never_reaches_compiled_sql_logs_docs_or_the_warehouse(built, docs_index):
+    index = docs_index
+    assert index.exists() and index.name == "static_index.html"
+    manifest = json.loads((index.parent / "manifest.json").read_text(encoding="utf-8"))
+    people = manifest["nodes"]["model.countylake.base_people"]
+    assert "人口库" in people["description"]  # the static site embeds the manifest compressed
+    key = warehouse.hmac_key(built.home)
+    ipad, opad = warehouse.hmac_pads(key)
+    needles = [key, ipad.encode(), opad.encode(), bytes.fromhex(ipad), bytes.fromhex(opad)]
+    for path in (built.home / "warehouse").rglob("*"):
+        if path.is_file() and path.suffix != ".lock":
+            data = path.read_bytes()
+            assert not any(n in data for n in needles), path
+
+
+def test_key_file_is_created_private_and_outside_git(tmp_path, monkeypatch):
+    monkeypatch.delenv(warehouse.KEY_ENV, raising=False)
+    monkeypatch.delenv(warehouse.KEY_FILE_ENV, raising=False)
+    key = warehouse.hmac_key(tmp_path)
+    path = tmp_path / "secrets" / "hmac.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert warehouse.hmac_key(tmp_path) == key and len(key) >= 32
+    monkeypatch.setenv(warehouse.KEY_ENV, "short")
+    with pytest.raises(warehouse.WarehouseError, match="at least 16"):
+        warehouse.hmac_key(tmp_path)
+    monkeypatch.delenv(warehouse.KEY_ENV)
+    with pytest.raises(warehouse.WarehouseError, match="inside the repository"):
+        warehouse.hmac_key(REPO_ROOT / "warehouse")
+
+
+def test_padded_keys_give_the_standard_hmac():
+    key = b"a county secret of some length"
+    ipad, opad = warehouse.hmac_pads(key)
+    assert len(bytes.fromhex(ipad)) == len(bytes.fromhex(opad)) == 64
+    message = b"370322198912311234"
+    inner = hashlib.sha256(bytes.fromhex(ipad) + message).digest()
+    outer = hashlib.sha256(bytes.fromhex(opad) + inner).hexdigest()
+    assert outer == hmac.new(key, message, hashlib.sha256).hexdigest()
+    assert warehouse.pseudonym(" 370322198912311234", key) == outer
+    assert warehouse.pseudonym("  ", key) is None
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_generated_files_match_the_contracts():
+    assert warehouse.generate(check=True) == [], "run etl.warehouse.generate() and commit"
+
+
+def test_masks_come_from_the_contracts():
+    from etl.contracts import load_systems
+
+    for system in load_systems():
+        for dataset in system.datasets:
+            staged = {c.name for c in warehouse.staged_columns(dataset)}
+            for column in dataset.columns:
+                mask = warehouse.effective_mask(column)
+                if mask in ("none", "credit_code"):
+                    assert column.name in staged
+                else:
+                    assert column.name not in staged, f"{dataset.dataset}.{column.name} in clear"
+                if column.standard == "gb11643":
+                    assert warehouse.person_key_name(column.name) in staged
+
+
+def read_seed(name: str) -> list[dict]:
+    with open(SEEDS / f"{name}.csv", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_code_seeds_match_the_national_code_tables():
+    assert {r["code"]: r["name_zh"] for r in read_seed("code_sex")} == SEXES
+    ethnicity = read_seed("code_ethnicity")
+    assert {r["code"]: r["name_zh"] for r in ethnicity if r["is_standard"] == "true"} == ETHNICITIES
+    assert [r["code"] for r in ethnicity if r["is_standard"] == "false"] == list(
+        DEFAULT_EXTRA_ETHNICITY
+    )
+    sections = {
+        r["section_code"]: (int(r["division_from"]), int(r["division_to"]))
+        for r in read_seed("code_industry_section")
+    }
+    assert sections == SECTIONS
+    registrations = read_seed("code_credit_registration")
+    assert {r["department_code"]: r["categories"] for r in registrations} == CATEGORIES
+    assert [int(r["level"]) for r in read_seed("code_care_level")] == [1, 2, 3, 4, 5]
+    for name in ("code_sex", "code_ethnicity", "code_industry_section", "code_care_level"):
+        assert all(r["name_en"] for r in read_seed(name)), name
+
+
+def test_every_model_and_column_is_described_in_chinese_and_english(built, docs_index):
+    manifest = json.loads((built.home / "warehouse" / "docs" / "manifest.json").read_text())
+    catalog = json.loads((built.home / "warehouse" / "docs" / "catalog.json").read_text())
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    latin = re.compile(r"[A-Za-z]{2,}")
+    for uid, node in manifest["nodes"].items():
+        if node["resource_type"] not in ("model", "seed"):
+            continue
+        assert cjk.search(node["description"]) and latin.search(node["description"]), uid
+        columns = catalog["nodes"][uid]["columns"]
+        for column in columns:
+            text = node["columns"].get(column, {}).get("description", "")
+            assert cjk.search(text) and latin.search(text), f"{uid}.{column}"

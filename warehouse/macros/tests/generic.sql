@@ -1,0 +1,49 @@
+{#- Generic tests of the project (no dbt packages: the build runs offline). -#}
+
+{#- The columns together identify a row. -#}
+{% test unique_combination(model, columns) %}
+select {{ columns | join(', ') }}, count(*) as n
+from {{ model }}
+group by all
+having count(*) > 1
+{% endtest %}
+
+{#- SCD2: every key has exactly one current version (dbt_valid_to is null). -#}
+{% test one_current_row(model, column_name, valid_to='dbt_valid_to') %}
+select {{ column_name }}, count(*) filter (where {{ valid_to }} is null) as current_rows
+from {{ model }}
+group by all
+having count(*) filter (where {{ valid_to }} is null) <> 1
+{% endtest %}
+
+{#- Privacy: no value of any text column looks like a raw 18-character citizen ID number
+    (GB 11643: division, birth date 18xx-20xx, sequence, check) or an 11-digit mobile number.
+    A hex digest (a 64-hex pseudonym, a 32-hex snapshot version id) can contain digit runs by
+    chance and is skipped: it is by construction not an identifier. -#}
+{% test no_raw_identifiers(model) %}
+{%- set id_pattern = '(^|[^0-9])[1-9][0-9]{5}(18|19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]([^0-9Xx]|$)' -%}
+{%- set mobile_pattern = '(^|[^0-9])1[3-9][0-9]{9}([^0-9]|$)' -%}
+{%- set columns = adapter.get_columns_in_relation(model) if execute else [] -%}
+{%- set texts = [] -%}
+{%- for column in columns -%}
+    {%- if column.is_string() or column.dtype.upper().startswith('VARCHAR') or column.dtype.upper().endswith('[]') -%}
+        {%- do texts.append(column.name) -%}
+    {%- endif -%}
+{%- endfor %}
+{%- if texts %}
+with cells as (
+    {%- for name in texts %}
+    select '{{ name }}' as column_name, cast({{ adapter.quote(name) }} as varchar) as value
+    from {{ model }}
+    {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
+)
+select column_name, value
+from cells
+where value is not null
+  and not regexp_full_match(value, '[0-9a-f]{32}|[0-9a-f]{64}')
+  and (regexp_matches(value, '{{ id_pattern }}') or regexp_matches(value, '{{ mobile_pattern }}'))
+{%- else %}
+select null as column_name, null as value where false
+{%- endif %}
+{% endtest %}

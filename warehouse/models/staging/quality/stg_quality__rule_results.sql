@@ -1,0 +1,2 @@
+-- every rule's result per landed attempt, as published by the ingestion
+{{ lake_file('lake_quality', 'rule_results', 'quality/rule_results.parquet') }}

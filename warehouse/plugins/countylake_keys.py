@@ -1,0 +1,33 @@
+"""dbt-duckdb plugin: hand the HMAC pads to every DuckDB cursor as session variables.
+
+``etl.warehouse`` derives the inner and outer padded keys (K xor ipad, K xor opad) from the
+deployment's secret and exports them as ``COUNTYLAKE_HMAC_IPAD`` / ``COUNTYLAKE_HMAC_OPAD``
+(hex). Setting them here, as bound parameters of ``SET VARIABLE``, keeps them out of every
+SQL text dbt renders: compiled models, ``target/``, the logs, the manifest and the docs only
+ever show ``getvariable('countylake_hmac_ipad')``. DuckDB variables live in the connection,
+never in the database file.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dbt.adapters.duckdb.plugins import BasePlugin
+
+PADS = {"ipad": "COUNTYLAKE_HMAC_IPAD", "opad": "COUNTYLAKE_HMAC_OPAD"}
+
+
+class Plugin(BasePlugin):
+    def configure_connection(self, conn) -> None:
+        self._set_pads(conn)
+
+    def configure_cursor(self, cursor) -> None:
+        # variables belong to one connection; dbt-duckdb gives every thread its own cursor
+        self._set_pads(cursor)
+
+    @staticmethod
+    def _set_pads(conn) -> None:
+        for name, env in PADS.items():
+            value = os.environ.get(env)
+            if value:
+                conn.execute(f"SET VARIABLE countylake_hmac_{name} = unhex(?)", [value])
