@@ -249,3 +249,73 @@ class _capture_task_errors:
     def __exit__(self, *exc):
         if self.original is not None:
             self.module._run_task = self.original
+
+
+# --------------------------------------------------------------------------- the warehouse DAG
+
+WAREHOUSE_DAG_ID = "warehouse"
+
+
+def run_warehouse(day: date, *, progress: Callable[[str], None] | None = print) -> dict:
+    """Run the warehouse DAG (``dags/warehouse.py``) once with ``dag.test()`` after ``day``'s
+    ingestion, as the scheduler would once the department assets have landed.
+
+    Returns the run's ``state``, per task state, the failing task's ``error`` and ``traceback``,
+    ``build`` (what ``dbt_build`` returned: mode, seconds, node counts, rows per mart), ``docs``
+    (the dbt docs index) and the mart ``asset_events`` the run emitted (name, extra)."""
+    import pendulum
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    say = progress or (lambda _line: None)
+    tz = load_profile().timezone
+    with _quiet():
+        bag = DagBag(dag_folder=str(DAGS_FOLDER / "warehouse.py"))
+    dag = bag.dags.get(WAREHOUSE_DAG_ID)
+    if dag is None:
+        error = next(iter(bag.import_errors.values()), "no DAG named warehouse")
+        say(f"warehouse DAG did not load: {error.strip().splitlines()[-1]}")
+        return {"state": "import_error", "error": error.strip().splitlines()[-1], "tasks": {}}
+    for task in dag.tasks:
+        task.retries = 0
+    after = pendulum.datetime(day.year, day.month, day.day, tz=tz).add(days=1)
+    errors: dict[str, str] = {}
+    clock = time.perf_counter()
+    with _quiet(), _capture_task_errors(errors):
+        dr = dag.test(logical_date=after)
+    seconds = time.perf_counter() - clock
+    with create_session() as session:
+        states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances(session=session)}
+        rows = session.scalars(
+            XComModel.get_many(run_id=dr.run_id, dag_ids=dag.dag_id, key="return_value")
+        ).all()
+        values = {x.task_id: XComModel.deserialize_value(x) for x in rows}
+        events = session.execute(
+            select(AssetModel.name, AssetEvent.extra)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetEvent.source_run_id == dr.run_id)
+        ).all()
+    failed = next((t for t, s in states.items() if s == "failed"), None)
+    result = {
+        "dag_id": dag.dag_id,
+        "run_id": dr.run_id,
+        "state": str(dr.state),
+        "tasks": states,
+        "error": errors[failed].splitlines()[-1] if failed in errors else None,
+        "traceback": errors.get(failed),
+        "failed_task": failed,
+        "build": values.get("dbt_build"),
+        "docs": values.get("dbt_docs"),
+        "asset_events": [{"name": n, "extra": x} for n, x in events],
+        "seconds": round(seconds, 1),
+    }
+    build = result["build"] or {}
+    say(
+        f"{dag.dag_id}: {result['state']} in {seconds:.1f} s"
+        + (f" ({build.get('mode')}, dbt {build.get('seconds')} s)" if build else "")
+        + (f"; {failed}: {result['error']}" if failed else "")
+    )
+    return result

@@ -4,6 +4,7 @@ so each probe gets its own AIRFLOW_HOME through the environment. Prints one JSON
 ``describe``: parse dags/ with Airflow's DagBag and describe every DAG (tasks, groups, assets,
 windows), the import errors, the parse time and which heavy modules parsing imported.
 ``run <day> <system>...``: prepare the embedded Airflow, then ``run_day`` and the asset events.
+``warehouse <day>``: prepare the embedded Airflow, then ``run_warehouse`` (the warehouse DAG).
 """
 
 from __future__ import annotations
@@ -48,12 +49,17 @@ def describe() -> dict:
     seconds = time.perf_counter() - began
     heavy = sorted({m for m in HEAVY if m in sys.modules} - before)
 
-    dags = {}
+    dags, others = {}, {}
     for dag_id, dag in bag.dags.items():
+        if "ingest" not in dag.tags:  # the warehouse DAG is scheduled on assets, not windows
+            others[dag_id] = describe_other(dag)
+            continue
         tz = str(dag.timezone.name)
         core = coerce_to_core_timetable(dag.timetable)
         groups = {}
         for group_id, group in dag.task_group.children.items():
+            if not hasattr(group, "children"):  # a task outside any group (not an ingest DAG)
+                continue
             tasks = {t.task_id.split(".")[-1]: t for t in group.children.values()}
             groups[group_id] = {
                 "tasks": sorted(tasks),
@@ -81,10 +87,47 @@ def describe() -> dict:
         }
     return {
         "dags": dags,
+        "other_dags": others,
         "import_errors": bag.import_errors,
         "parse_seconds": seconds,
         "heavy_imported_by_parse": heavy,
     }
+
+
+def describe_other(dag) -> dict:
+    """A DAG scheduled on assets (the warehouse): its tasks, outlets and schedule."""
+    timetable = dag.timetable
+    condition = getattr(timetable, "asset_condition", None)
+    inner = getattr(timetable, "timetable", None)  # the time fallback of AssetOrTimeSchedule
+    return {
+        "timetable": type(timetable).__name__,
+        "schedule_assets": sorted(a.name for a in getattr(condition, "objects", [])),
+        "schedule_all": type(condition).__name__ if condition is not None else None,
+        "fallback_cron": getattr(inner, "expression", None),
+        "timezone": str(dag.timezone.name),
+        "catchup": dag.catchup,
+        "max_active_runs": dag.max_active_runs,
+        "tags": sorted(dag.tags),
+        "doc_md": dag.doc_md,
+        "tasks": {
+            t.task_id: {
+                "upstream": sorted(t.upstream_task_ids),
+                "outlets": [{"name": a.name, "uri": a.uri, "group": a.group} for a in t.outlets],
+                "retries": t.retries,
+            }
+            for t in dag.tasks
+        },
+    }
+
+
+def run_warehouse(day: str) -> dict:
+    """Prepare the embedded Airflow and run the warehouse DAG once with dag.test."""
+    from etl.orchestrate import prepare_airflow
+
+    prepare_airflow()
+    from etl.orchestrate import run_warehouse as run_dag
+
+    return run_dag(date.fromisoformat(day), progress=lambda m: print(m, file=sys.stderr))
 
 
 def run(day: str, systems: list[str]) -> dict:
@@ -121,5 +164,10 @@ def _json_default(value):
 
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    out = describe() if command == "describe" else run(args[0], args[1:])
+    if command == "describe":
+        out = describe()
+    elif command == "warehouse":
+        out = run_warehouse(args[0])
+    else:
+        out = run(args[0], args[1:])
     print(json.dumps(out, default=_json_default, ensure_ascii=False))

@@ -1,9 +1,12 @@
-"""Shared fixtures: a private data root per test, and a small simulated county to copy from."""
+"""Shared fixtures: a private data root per test, a small simulated county to copy from, and
+the warehouse built over it day after day (shared by the warehouse and marts tests)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -68,3 +71,74 @@ def copy_sources(simulated_days, day: int, home: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(simulated_days[day], target)
+
+
+@dataclass
+class Built:
+    home: Path
+    first: dict
+    second: dict
+    full: dict
+    day1: Path  # the warehouse after day 1
+    incremental: Path  # after day 2, built incrementally on day 1's
+    reader_saw: int  # residents a reader holding day 1's file saw during the day-2 build
+
+    @property
+    def current(self) -> Path:
+        from etl import warehouse
+
+        return self.home / "warehouse" / warehouse.WAREHOUSE_FILE
+
+    def connect(self, path: Path | None = None):
+        import duckdb
+
+        return duckdb.connect(str(path or self.current), read_only=True)
+
+    def lake(self, dataset: str) -> str:
+        return (
+            f"read_parquet('{self.home}/lake/raw/{dataset}/**/*.parquet', "
+            "hive_partitioning = true, union_by_name = true)"
+        )
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, simulated_days) -> Built:
+    """Day 1 landed and built; day 2 landed and built incrementally (a reader holding day 1's
+    file meanwhile); then a full refresh of the same lake. Built once per session: the
+    warehouse tests and the marts tests read the same files."""
+    import duckdb
+    from ingest_helpers import api_server, run_day
+
+    from etl import warehouse
+
+    home = tmp_path_factory.mktemp("warehouse") / "data"
+    home.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COUNTYLAKE_HOME", str(home))
+        for var in [v for v in os.environ if v.startswith("COUNTYLAKE_CONN_")]:
+            mp.delenv(var)
+        mp.delenv(warehouse.KEY_ENV, raising=False)
+        mp.delenv(warehouse.KEY_FILE_ENV, raising=False)
+
+        copy_sources(simulated_days, 1, home)
+        with api_server(home, mp):
+            assert run_day(1)[1] == {}
+        first = warehouse.build(home, progress=None)
+        current = Path(first["warehouse"])
+        day1 = home / "day1.duckdb"
+        shutil.copy2(current, day1)
+
+        copy_sources(simulated_days, 2, home)
+        with api_server(home, mp):
+            assert run_day(2)[1] == {}
+        reader = duckdb.connect(str(current), read_only=True)  # an analyst's notebook
+        second = warehouse.build(home, progress=None)
+        reader_saw = reader.execute(
+            "select count(*) from staging.stg_public_security__resident"
+        ).fetchall()[0][0]
+        reader.close()
+        incremental = home / "incremental.duckdb"
+        shutil.copy2(current, incremental)
+
+        full = warehouse.build(home, full_refresh=True, progress=None)
+        yield Built(home, first, second, full, day1, incremental, reader_saw)

@@ -1,5 +1,6 @@
 """DAG integrity: Airflow itself parses dags/ into one ingest DAG per department system, built
-from the contracts, quickly, without heavy imports, and a broken contract costs only its own DAG.
+from the contracts, and the warehouse DAG scheduled on their assets, quickly, without heavy
+imports; a broken contract costs only its own DAG.
 
 Each check parses in a fresh interpreter (tests/airflow_probe.py) with its own Airflow home,
 because Airflow reads its configuration when it is first imported.
@@ -7,21 +8,37 @@ because Airflow reads its configuration when it is first imported.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 from airflow_probe import call
+from ingest_helpers import day
 
 from etl.contracts import REPO_ROOT, load_systems
+from etl.dagspec import raw_asset_name
 
 DAY_START, DAY_END = "2026-11-01T00:00:00+08:00", "2026-11-02T00:00:00+08:00"
 
 
 @pytest.fixture(scope="module")
-def parsed(tmp_path_factory) -> dict:
+def described(tmp_path_factory) -> dict:
     return call(["describe"], tmp_path_factory.mktemp("dags"))
 
 
-def test_dags_folder_imports_cleanly(parsed):
-    assert parsed["import_errors"] == {}
+def ingest_only(out: dict) -> dict:
+    """The ingest DAGs of a description (dags/ also holds other DAG files, e.g. uplinks)."""
+    dags = {k: v for k, v in out["dags"].items() if "ingest" in v["tags"]}
+    return {**out, "dags": dags}
+
+
+@pytest.fixture(scope="module")
+def parsed(described) -> dict:
+    return ingest_only(described)
+
+
+def test_dags_folder_imports_cleanly(described):
+    assert described["import_errors"] == {}
 
 
 def test_one_dag_per_system_with_a_group_per_dataset(parsed):
@@ -63,9 +80,9 @@ def test_schedule_is_daily_half_open_windows_in_county_time(parsed):
         assert dag["windows"] == [[DAY_START, DAY_END]]
 
 
-def test_parsing_is_fast_and_imports_nothing_heavy(parsed):
-    assert parsed["heavy_imported_by_parse"] == []
-    assert parsed["parse_seconds"] < 5, parsed["parse_seconds"]
+def test_parsing_is_fast_and_imports_nothing_heavy(described):
+    assert described["heavy_imported_by_parse"] == []
+    assert described["parse_seconds"] < 5, described["parse_seconds"]
 
 
 def _break(schemas, relative: str, old: str, new: str) -> None:
@@ -86,7 +103,7 @@ def _break(schemas, relative: str, old: str, new: str) -> None:
 def test_broken_contract_costs_only_its_own_dag(tmp_path, schemas, relative, old, new, field):
     _break(schemas, relative, old, new)
     broken = relative.split("/")[0]
-    out = call(["describe"], tmp_path / "data", schemas=schemas)
+    out = ingest_only(call(["describe"], tmp_path / "data", schemas=schemas))
 
     expected = {s.dag_id for s in load_systems(REPO_ROOT / "schemas")} - {f"ingest_{broken}"}
     assert set(out["dags"]) == expected
@@ -94,6 +111,9 @@ def test_broken_contract_costs_only_its_own_dag(tmp_path, schemas, relative, old
     assert file.endswith("dags/contract_errors.py")
     assert str(schemas / "systems" / relative) in message
     assert f": {field}" in message
+    # the warehouse still builds on the departments whose contracts load
+    inputs = out["other_dags"]["warehouse"]["schedule_assets"]
+    assert inputs and not any(a.startswith(f"countylake.raw.{broken}.") for a in inputs)
 
 
 def test_dataset_with_its_own_schedule_gets_its_own_dag(tmp_path, schemas):
@@ -107,3 +127,60 @@ def test_dataset_with_its_own_schedule_gets_its_own_dag(tmp_path, schemas):
     assert set(hourly["groups"]) == {"referral"}
     assert len(hourly["windows"]) == 24
     assert hourly["windows"][0][0] == DAY_START and hourly["windows"][-1][1] == DAY_END
+
+
+# --------------------------------------------------------------------------- the warehouse DAG
+
+MARTS = sorted(p.stem for p in (REPO_ROOT / "warehouse" / "models" / "marts").rglob("mart_*.sql"))
+
+
+def test_warehouse_dag_is_scheduled_on_every_dataset_asset(parsed):
+    dag = parsed["other_dags"]["warehouse"]
+    expected = sorted(
+        raw_asset_name(s.system, d.dataset) for s in load_systems() for d in s.datasets
+    )
+    ingest_outlets = sorted(
+        a["name"] for g in parsed["dags"].values() for grp in g["groups"].values()
+        for a in grp["outlets"]
+    )  # fmt: skip
+    assert dag["schedule_assets"] == expected == ingest_outlets
+    assert dag["schedule_all"] == "AssetAll"  # once every department has landed
+    assert dag["timetable"] == "AssetOrTimeSchedule" and dag["fallback_cron"] == "0 6 * * *"
+    assert dag["timezone"] == "Asia/Shanghai"
+    assert dag["catchup"] is False and dag["max_active_runs"] == 1
+
+
+def test_warehouse_dag_builds_then_documents_and_emits_one_asset_per_mart(parsed):
+    tasks = parsed["other_dags"]["warehouse"]["tasks"]
+    assert set(tasks) == {"dbt_build", "dbt_docs"}
+    assert tasks["dbt_docs"]["upstream"] == ["dbt_build"] and tasks["dbt_docs"]["outlets"] == []
+    outlets = tasks["dbt_build"]["outlets"]
+    assert len(MARTS) >= 13
+    assert [o["name"] for o in outlets] == [f"countylake.mart.{m}" for m in MARTS]
+    for outlet, mart in zip(outlets, MARTS, strict=True):
+        assert outlet["group"] == "countylake.mart"
+        assert outlet["uri"].endswith(f"/warehouse/county.duckdb?table=marts.{mart}")
+
+
+@pytest.mark.airflow
+def test_warehouse_dag_runs_through_airflow(built, tmp_path):
+    """The built county's lake and warehouse, copied: the DAG builds (incrementally: nothing new
+    landed), swaps in, writes the docs, and emits every mart's asset with its row count."""
+    home = tmp_path / "data"
+    home.mkdir()
+    shutil.copytree(built.home / "lake", home / "lake")
+    shutil.copytree(built.home / "secrets", home / "secrets")  # the same pseudonym key
+    (home / "warehouse").mkdir()
+    shutil.copy2(built.current, home / "warehouse" / built.current.name)
+
+    out = call(["warehouse", day(2).isoformat()], home)
+
+    assert out["state"] == "success", out["traceback"]
+    assert out["tasks"] == {"dbt_build": "success", "dbt_docs": "success"}
+    assert out["build"]["mode"] == "incremental"
+    assert Path(out["docs"]) == home / "warehouse" / "docs" / "static_index.html"
+    assert Path(out["docs"]).exists()
+    events = {e["name"]: e["extra"] for e in out["asset_events"]}
+    assert sorted(events) == [f"countylake.mart.{m}" for m in MARTS]
+    for mart in MARTS:
+        assert events[f"countylake.mart.{mart}"]["rows"] == out["build"]["marts"][mart] > 0

@@ -18,8 +18,9 @@ having count(*) filter (where {{ valid_to }} is null) <> 1
 
 {#- Privacy: no value of any text column looks like a raw 18-character citizen ID number
     (GB 11643: division, birth date 18xx-20xx, sequence, check) or an 11-digit mobile number.
-    A hex digest (a 64-hex pseudonym, a 32-hex snapshot version id) can contain digit runs by
-    chance and is skipped: it is by construction not an identifier. -#}
+    A hex digest or token (a 64-hex pseudonym, a 32-hex snapshot version id or mart
+    fingerprint, a 16-hex ingestion attempt id or key id) can contain digit runs by chance and is
+    skipped: it is by construction not an identifier. -#}
 {% test no_raw_identifiers(model) %}
 {%- set id_pattern = '(^|[^0-9])[1-9][0-9]{5}(18|19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]([^0-9Xx]|$)' -%}
 {%- set mobile_pattern = '(^|[^0-9])1[3-9][0-9]{9}([^0-9]|$)' -%}
@@ -41,7 +42,7 @@ with cells as (
 select column_name, value
 from cells
 where value is not null
-  and not regexp_full_match(value, '[0-9a-f]{32}|[0-9a-f]{64}')
+  and not regexp_full_match(value, '[0-9a-f]{16}|[0-9a-f]{32}|[0-9a-f]{64}')
   and (regexp_matches(value, '{{ id_pattern }}') or regexp_matches(value, '{{ mobile_pattern }}'))
 {%- else %}
 select null as column_name, null as value where false

@@ -1,0 +1,68 @@
+{#- Helpers of the thematic marts (models/marts). -#}
+
+{#- The county's own 12-digit division code: where a fact's town is not known (no village, or
+    a village outside the reference table), marts put it on the county. -#}
+{% macro county_division_code() -%}
+    '{{ var("county").code }}000000'
+{%- endmacro %}
+
+{#- Incremental marts over append-only facts, partitioned by a day (or a month).
+
+    A partition is recomputed when the fingerprint of its input rows changed: the row count
+    and the XOR of the rows' hashes, over the mart's input relation after its joins (so a
+    person who moves town changes the fingerprint of every partition the person appears in).
+    Any row that is new, re-delivered with other values or moved to another day changes the
+    fingerprint of the partitions it touches, so a sequence of incremental builds gives the
+    same mart as a full rebuild, whatever order the lake windows arrived in. Computing the
+    fingerprints is one hash-aggregate over the input; the expensive part (joins to the
+    dimensions, distinct counts, medians) runs for the changed partitions only.
+
+    The fingerprint is stored on every row of its partition as a 32-hex md5 (column
+    _fingerprint): a digest, never an identifier. -#}
+
+{% macro partition_fingerprints(relation, partition) -%}
+    select
+        {{ partition }},
+        md5(count(*) || '/' || bit_xor(hash({{ relation }}))) as _fingerprint
+    from {{ relation }}
+    group by {{ partition }}
+{%- endmacro %}
+
+{#- The partitions to compute with their fingerprints: all of them on a first build or a full
+    refresh, else those whose fingerprint is not the one stored in the mart. -#}
+{% macro changed_partitions(fingerprints, partition) -%}
+    select fingerprints.{{ partition }}, fingerprints._fingerprint
+    from {{ fingerprints }} as fingerprints
+    {%- if is_incremental() %}
+    where not exists (
+        select 1
+        from {{ this }} as built
+        where built.{{ partition }} = fingerprints.{{ partition }}
+          and built._fingerprint = fingerprints._fingerprint
+    )
+    {%- endif %}
+{%- endmacro %}
+
+{#- Pre-hook of an incremental mart: delete the partitions whose input rows are all gone (a
+    re-delivered row moved to another day), which delete+insert alone would keep. -#}
+{% macro forget_vanished_partitions(partition, model, expression) -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }}
+    where {{ partition }} not in (
+        select distinct {{ expression }}
+        from {{ ref(model) }}
+        where {{ expression }} is not null
+    )
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The mart's config for an incremental mart partitioned by ``partition``. -#}
+{% macro incremental_mart(partition, model, expression) -%}
+    {{ config(
+        materialized='incremental',
+        unique_key=partition,
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        pre_hook=["{{ forget_vanished_partitions('" ~ partition ~ "', '" ~ model ~ "', \"" ~ expression ~ "\") }}"],
+    ) }}
+{%- endmacro %}
