@@ -19,10 +19,18 @@ import os
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # libyaml when present: contracts are parsed on every DAG-file parse.
@@ -207,6 +215,19 @@ Standard = Literal[
 ]
 
 
+def _compiles(value: str) -> str:
+    import re
+
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"pattern does not compile: {exc}") from exc
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]  # a regular expression that compiles
+
+
 class Column(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     type: ColumnType
@@ -222,19 +243,7 @@ class Column(Strict):
     values: list[str] | None = Field(None, description="the allowed values (a local code list)")
     min: float | None = None
     max: float | None = None
-    pattern: str | None = Field(None, description="a regular expression the text must match")
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        import re
-
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"pattern does not compile: {exc}") from exc
-        return value
+    pattern: Regex | None = Field(None, description="a regular expression the text must match")
 
     @property
     def at_source(self) -> str:
@@ -381,6 +390,181 @@ class DatasetContract(Strict):
 SystemContract.model_rebuild()
 
 
+# --------------------------------------------------------------------------- exchanges (uplinks)
+#
+# ``schemas/exchanges/<exchange>.yaml``: one file per upstream data-sharing exchange (the city's,
+# the province's), listing the resources the county shares with it, each with its catalogue
+# metadata (政务信息资源目录, GB/T 21063), the warehouse relation it is read from, its items
+# with classification grade and mask, its key, schedule and transport.
+
+ShareType = Literal["无条件共享", "有条件共享", "不予共享"]
+OpenType = Literal["无条件开放", "有条件开放", "不予开放"]
+ShareMethod = Literal["库表", "接口", "文件"]
+UpdateCycle = Literal["实时", "每日", "每周", "每月", "每季度", "每年", "不定期"]
+UplinkMask = Literal[Mask, "year"]  # an exchange may get a birth date as its year only
+GRADE_ORDER: tuple[str, ...] = get_args(Grade)  # lowest to highest
+# the share method a transport implements (GB/T 21063: 库表 / 接口 / 文件)
+TRANSPORT_METHOD = {"frontdb": "库表", "http": "接口", "package": "文件"}
+_ITEM = r"^[A-Za-z][A-Za-z0-9_]*$"
+_ID = r"^[a-z][a-z0-9_]*$"
+
+
+def grade_above(grade: str, ceiling: str) -> bool:
+    """Whether ``grade`` is more sensitive than ``ceiling`` (public < L1..L4 < important < core)."""
+    return GRADE_ORDER.index(grade) > GRADE_ORDER.index(ceiling)
+
+
+class ControlColumns(Strict):
+    """Names of the exchange's control columns on every row (front-end tables and data files):
+    operation flag I/U/D, change time, batch (package) id, row number and row status."""
+
+    op: Annotated[str, Field(pattern=_ITEM)] = "op_flag"
+    change_time: Annotated[str, Field(pattern=_ITEM)] = "change_time"
+    batch_id: Annotated[str, Field(pattern=_ITEM)] = "batch_id"
+    row_no: Annotated[str, Field(pattern=_ITEM)] = "row_no"
+    status: Annotated[str, Field(pattern=_ITEM)] = "status"
+
+
+class _TransportBase(Strict):
+    connection: Annotated[str, Field(pattern=_ID)] = Field(
+        description="connection id, resolved like a department system's (environment first)"
+    )
+    embedded: str = Field(description="the demo default; {home} is the data root")
+    signing_key: Annotated[str, Field(pattern=_ID)] = Field(
+        description="id of the shared HMAC secret (COUNTYLAKE_SECRET_<ID> or <home>/secrets/)"
+    )
+    timeout_s: float = 30.0
+
+
+class FrontDbTransport(_TransportBase):
+    """前置库: rows written into agreed tables of a front-end database (SQLAlchemy URL) with a
+    batch table as commit marker; the receiver writes back a feedback table."""
+
+    kind: Literal["frontdb"]
+    batch_table: Annotated[str, Field(pattern=_ITEM)] = "exch_batch"
+    feedback_table: Annotated[str, Field(pattern=_ITEM)] = "exch_feedback"
+    feedback_errors_table: Annotated[str, Field(pattern=_ITEM)] = "exch_feedback_error"
+
+
+class PackageTransport(_TransportBase):
+    """File package: data files plus a manifest and its HMAC signature, written atomically into
+    an outbox (a local path or any fsspec URL); receipts come back as files beside it."""
+
+    kind: Literal["package"]
+    format: Literal["parquet", "csv"] = "parquet"
+
+
+class HttpTransport(_TransportBase):
+    """Signed HTTP push (X-Client-Id, X-Timestamp, X-Nonce, X-Signature); the receipt is the
+    answer, or is fetched later by package id."""
+
+    kind: Literal["http"]
+
+
+Transport = Annotated[
+    FrontDbTransport | PackageTransport | HttpTransport, Field(discriminator="kind")
+]
+
+
+class RetryPolicy(Strict):
+    attempts: Annotated[int, Field(ge=1, le=20)] = 4
+    backoff_s: Annotated[float, Field(ge=0)] = 2.0
+    max_backoff_s: Annotated[float, Field(ge=0)] = 120.0
+
+
+class ExchangeColumn(Strict):
+    """One item of a shared resource: the source column, the exchange's item name (often a
+    pinyin abbreviation), its grade, and the mask applied when the exchange is not entitled to
+    that grade unmasked."""
+
+    name: Annotated[str, Field(pattern=_ID)]
+    item: Annotated[str, Field(pattern=_ITEM)]
+    title: str
+    type: ColumnType
+    grade: Grade
+    mask: UplinkMask = "none"
+    nullable: bool = True
+    pattern: Regex | None = Field(None, description="a regular expression the receiver checks")
+    description: str = ""
+
+
+class ExchangeResource(Strict):
+    """A resource of the catalogue shared with one exchange."""
+
+    resource: Annotated[str, Field(pattern=_ID)]
+    code: str = Field(description="catalogue resource code, checked by the exchange's pattern")
+    name: str
+    name_en: str = ""
+    summary: str
+    category: str = Field(description="catalogue category, e.g. 基础/法人单位 or 主题/健康保障")
+    provider: Annotated[str, Field(pattern=_ID)] = Field(
+        description="the providing department: a system folder under schemas/systems"
+    )
+    share_type: ShareType
+    share_condition: str = ""
+    share_method: ShareMethod
+    open_type: OpenType = "不予开放"
+    update_cycle: UpdateCycle
+    publish_date: str | None = None
+    source: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")] = Field(
+        description="the warehouse relation schema.table the rows come from"
+    )
+    key: list[str] = Field(min_length=1)
+    columns: list[ExchangeColumn] = Field(min_length=1)
+    table: Annotated[str, Field(pattern=_ITEM)] | None = Field(
+        None, description="the agreed table at a front-end database (前置库)"
+    )
+    transport: str | None = None
+    schedule: str | None = None
+
+    def column(self, name: str) -> ExchangeColumn:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+class ExchangeContract(Strict):
+    """One upstream exchange (the city's or the province's data-sharing platform)."""
+
+    exchange: Annotated[str, Field(pattern=_ID)]
+    name: str
+    name_en: str
+    level: Literal["city", "province"]
+    receiver: Division
+    client_id: str = Field(description="the county's id at this exchange (X-Client-Id)")
+    schedule: str
+    trigger: Literal["cron", "cron_or_assets"] = "cron_or_assets"
+    entitlement: dict[ShareType, Grade] = Field(
+        description="per share type, the highest grade the exchange may receive unmasked"
+    )
+    resource_code_pattern: str
+    transports: dict[Annotated[str, Field(pattern=_ID)], Transport]
+    default_transport: str
+    control: ControlColumns = ControlColumns()
+    retry: RetryPolicy = RetryPolicy()
+    owner: str = "county-data-center"
+    resources: list[ExchangeResource] = Field(min_length=1)
+    path: Path | None = None
+
+    @property
+    def dag_id(self) -> str:
+        return f"uplink_{self.exchange}"
+
+    def resource(self, name: str) -> ExchangeResource:
+        for r in self.resources:
+            if r.resource == name:
+                return r
+        raise KeyError(f"exchange {self.exchange} has no resource {name!r}")
+
+    def transport_of(self, resource: ExchangeResource):
+        return self.transports[resource.transport or self.default_transport]
+
+    def ceiling(self, resource: ExchangeResource) -> str:
+        """The highest grade this exchange may receive unmasked for the resource's share type."""
+        return self.entitlement.get(resource.share_type, "public")
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -465,4 +649,156 @@ def check_all(root: Path | None = None) -> list[ContractError]:
                 load_system(d)
             except ContractError as exc:
                 errors.append(exc)
+    try:
+        enabled = load_profile(root).exchanges
+    except ContractError:  # already reported above
+        enabled = []
+    errors += check_exchanges(root, enabled)
+    return errors
+
+
+def _exchange_problems(ex: ExchangeContract, systems: set[str] | None) -> list[tuple[str, str]]:
+    """Rules across fields of an exchange contract, as (field, reason) pairs."""
+    import re
+
+    problems: list[tuple[str, str]] = []
+    try:
+        code_re = re.compile(ex.resource_code_pattern)
+    except re.error as exc:
+        return [("resource_code_pattern", f"does not compile: {exc}")]
+    if ex.default_transport not in ex.transports:
+        problems.append(("default_transport", f"{ex.default_transport!r} is not in transports"))
+    for share, grade in ex.entitlement.items():
+        if share == "不予共享":
+            problems.append((f"entitlement.{share}", "a 不予共享 resource is never shared"))
+        elif grade in ("important", "core"):
+            problems.append((f"entitlement.{share}", f"{grade} data never leaves unmasked"))
+    seen_codes: dict[str, int] = {}
+    seen_ids: dict[str, int] = {}
+    for i, r in enumerate(ex.resources):
+        at = f"resources.{i}"
+        if not code_re.fullmatch(r.code):
+            problems.append((f"{at}.code", f"{r.code!r} does not match {ex.resource_code_pattern}"))
+        if r.code in seen_codes:
+            problems.append((f"{at}.code", f"{r.code} repeats resources.{seen_codes[r.code]}"))
+        if r.resource in seen_ids:
+            problems.append(
+                (f"{at}.resource", f"{r.resource} repeats resources.{seen_ids[r.resource]}")
+            )
+        seen_codes.setdefault(r.code, i)
+        seen_ids.setdefault(r.resource, i)
+        if systems is not None and r.provider not in systems:
+            problems.append((f"{at}.provider", f"{r.provider!r} is not a system under systems/"))
+        if r.share_type == "不予共享":
+            problems.append(
+                (f"{at}.share_type", "a 不予共享 resource cannot be sent to an exchange")
+            )
+        if r.share_type == "有条件共享" and not r.share_condition:
+            problems.append((f"{at}.share_condition", "有条件共享 needs its condition"))
+        name = r.transport or ex.default_transport
+        transport = ex.transports.get(name)
+        if transport is None:
+            problems.append((f"{at}.transport", f"{name!r} is not in transports"))
+        else:
+            method = TRANSPORT_METHOD[transport.kind]
+            if r.share_method != method:
+                problems.append(
+                    (f"{at}.share_method", f"{r.share_method} but transport {name!r} is {method}")
+                )
+            if transport.kind == "frontdb" and not r.table:
+                problems.append((f"{at}.table", "a 前置库 (frontdb) resource needs its table"))
+        names = [c.name for c in r.columns]
+        items = [c.item.lower() for c in r.columns]
+        controls = {v.lower() for v in ex.control.model_dump().values()}
+        ceiling = ex.ceiling(r)
+        for j, c in enumerate(r.columns):
+            cat = f"{at}.columns.{j}"
+            if names.count(c.name) > 1:
+                problems.append((f"{cat}.name", f"column {c.name} is listed twice"))
+            if items.count(c.item.lower()) > 1:
+                problems.append((f"{cat}.item", f"item {c.item} is listed twice"))
+            if c.item.lower() in controls:
+                problems.append((f"{cat}.item", f"{c.item} is a control column name"))
+            above = grade_above(c.grade, ceiling)
+            if c.grade in ("important", "core") and c.mask != "drop":
+                problems.append((f"{cat}.mask", f"{c.grade} data must be dropped (mask: drop)"))
+            elif above and c.mask == "none":
+                problems.append(
+                    (
+                        f"{cat}.mask",
+                        f"grade {c.grade} is above what {ex.exchange} may receive unmasked for "
+                        f"{r.share_type} ({ceiling}): declare a mask or drop",
+                    )
+                )
+            if c.name in r.key:
+                if above and c.mask not in ("none", "pseudonym"):
+                    problems.append(
+                        (f"{cat}.mask", f"key column {c.name} may only be masked as a pseudonym")
+                    )
+                if c.nullable:
+                    problems.append((f"{cat}.nullable", f"key column {c.name} cannot be nullable"))
+        for key in r.key:
+            if key not in names:
+                problems.append((f"{at}.key", f"key {key!r} is not a column"))
+    return problems
+
+
+def load_exchange(path: Path, systems: set[str] | None = None) -> ExchangeContract:
+    """Load and check one ``schemas/exchanges/<exchange>.yaml``."""
+    contract = _parse(ExchangeContract, path, _read_yaml(path))
+    if contract.exchange != path.stem:
+        raise ContractError(path, "exchange", f"{contract.exchange!r} differs from the file name")
+    problems = _exchange_problems(contract, systems)
+    if problems:
+        field, reason = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ContractError(path, field, reason + more)
+    return contract
+
+
+def _system_names(root: Path) -> set[str]:
+    base = root / "systems"
+    return (
+        {d.name for d in base.iterdir() if (d / "system.yaml").exists()} if base.exists() else set()
+    )
+
+
+def load_exchanges(root: Path | None = None) -> list[ExchangeContract]:
+    """Every exchange contract under ``schemas/exchanges/`` (all of them, enabled or not)."""
+    root = root or schemas_root()
+    folder = root / "exchanges"
+    if not folder.exists():
+        return []
+    systems = _system_names(root)
+    return [load_exchange(p, systems) for p in sorted(folder.glob("*.yaml"))]
+
+
+def find_exchange(name: str, root: Path | None = None) -> ExchangeContract:
+    root = root or schemas_root()
+    path = root / "exchanges" / f"{name}.yaml"
+    if not path.exists():
+        raise ContractError(path, "(file)", f"no exchange contract named {name!r}")
+    return load_exchange(path, _system_names(root))
+
+
+def check_exchanges(root: Path | None = None, enabled: list[str] = ()) -> list[ContractError]:
+    """Validate every exchange contract, and that each exchange the profile enables has one."""
+    root = root or schemas_root()
+    folder = root / "exchanges"
+    errors: list[ContractError] = []
+    systems = _system_names(root)
+    found = set()
+    for path in sorted(folder.glob("*.yaml")) if folder.exists() else []:
+        found.add(path.stem)
+        try:
+            load_exchange(path, systems)
+        except ContractError as exc:
+            errors.append(exc)
+    for name in enabled:
+        if name not in found:
+            errors.append(
+                ContractError(
+                    root / "county.yaml", "exchanges", f"no contract exchanges/{name}.yaml"
+                )
+            )
     return errors

@@ -58,29 +58,37 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@contextmanager
+def open_state_file(
+    path: Path, schema: str, read_only: bool = False
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection to a DuckDB state file, waiting while another process holds
+    its write lock, with ``schema`` applied when writing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if read_only and not path.exists():
+        read_only = False
+    for attempt in range(60):
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as exc:  # another process holds the write lock
+            if "lock" not in str(exc).lower() or attempt == 59:
+                raise
+            time.sleep(0.1 + random.random() * 0.4)
+    try:
+        if not read_only:
+            con.execute(schema)
+        yield con
+    finally:
+        con.close()
+
+
 class Ledger:
     def __init__(self, path: Path):
         self.path = path
 
-    @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if read_only and not self.path.exists():
-            read_only = False
-        for attempt in range(60):
-            try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
-            except duckdb.IOException as exc:  # another process holds the write lock
-                if "lock" not in str(exc).lower() or attempt == 59:
-                    raise
-                time.sleep(0.1 + random.random() * 0.4)
-        try:
-            if not read_only:
-                con.execute(SCHEMA)
-            yield con
-        finally:
-            con.close()
+    def connect(self, read_only: bool = False):
+        return open_state_file(self.path, SCHEMA, read_only)
 
     # ------------------------------------------------------------------ attempts
 

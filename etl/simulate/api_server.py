@@ -10,29 +10,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from etl.connections import credentials
 from etl.contracts import DatasetContract, SourceKind, SystemContract, load_systems
-from etl.signing import verify
+from etl.signed_server import SignedServer
 from etl.simulate.sinks import api_db_path
 
 TIMEOUT_SLEEP_S = 30.0
 
 
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request, client_address) -> None:
-        """A client that gave up (timeouts in tests) is not an error worth a traceback."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
+class ApiServer(SignedServer):
+    thread_name = "api-server"
 
-
-class ApiServer:
     def __init__(
         self,
         home: Path,
@@ -52,67 +45,19 @@ class ApiServer:
                 default_clients[client] = secret
             for d in system.datasets:
                 self.routes[d.api.path] = (system, d)
-        self.clients = dict(clients) if clients is not None else default_clients
+        super().__init__(
+            self._handler(), dict(clients) if clients is not None else default_clients, host, port
+        )
         self.fault: str | None = None
         self.fail_next = 0
         self.timeout_sleep_s = TIMEOUT_SLEEP_S
         self.requests = 0
-        self._nonces: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._httpd = _QuietServer((host, port), self._handler())
-        self._httpd.daemon_threads = True
-
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
 
     @property
     def url(self) -> str:
-        return f"http://{self._httpd.server_address[0]}:{self.port}"
-
-    def start(self) -> ApiServer:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, daemon=True, name=f"api-server-{self.port}"
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        try:
-            self._httpd.serve_forever()
-        finally:
-            self._httpd.server_close()
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> ApiServer:
-        return self.start() if self._thread is None else self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return f"http://{self.host}:{self.port}"
 
     # ------------------------------------------------------------------ logic
-
-    def _check(self, headers: dict[str, str]) -> str | None:
-        reason = verify(headers, self.clients)
-        if reason:
-            return reason
-        nonce = headers.get("X-Nonce", "")
-        now = time.time()
-        with self._lock:
-            for old in [n for n, t in self._nonces.items() if now - t > 900]:
-                del self._nonces[old]
-            if nonce in self._nonces:
-                return "nonce already used (replay)"
-            self._nonces[nonce] = now
-        return None
 
     def query(self, path: str, params: dict[str, str]) -> tuple[int, dict]:
         if path not in self.routes:
@@ -216,7 +161,7 @@ class ApiServer:
                     k: self.headers.get(k, "")
                     for k in ("X-Client-Id", "X-Timestamp", "X-Nonce", "X-Signature")
                 }
-                reason = server._check(headers)
+                reason = server.authenticate(headers)
                 if reason:
                     return self._json(401, {"code": 401, "msg": reason})
                 parts = urlsplit(self.path)

@@ -1,0 +1,148 @@
+"""What an exchange may receive: masks by share type and classification grade.
+
+A column goes out as the warehouse holds it only when its grade is at or below the grade the
+exchange is entitled to for the resource's share type (``ExchangeContract.ceiling``); above it,
+the column's mask applies, or it is dropped. The display masks are the Python twins of
+``warehouse/macros/privacy.sql`` (same characters kept, same null handling), so a value masked
+in the warehouse and masked again here is unchanged. ``pseudonym`` re-keys an identifier with
+the exchange's own secret, so each exchange can follow a person across its deliveries but not
+link them to another exchange's or the county's keys.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from etl.contracts import ExchangeColumn, ExchangeContract, ExchangeResource, grade_above
+
+_VILLAGE_LEVEL = re.compile(r"^(.*?(村委会|居委会|社区|村))")
+
+
+def _keep_ends(value, head: int, tail: int) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if len(text) <= head + tail:
+        return "*" * len(text)
+    return text[:head] + "*" * (len(text) - head - tail) + (text[-tail:] if tail else "")
+
+
+def mask_name(value) -> str | None:
+    """Keep the surname: 张三丰 -> 张**."""
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip()
+    return text[0] + "*" * max(len(text) - 1, 1)
+
+
+def mask_id_number(value) -> str | None:
+    return _keep_ends(value, 6, 4)
+
+
+def mask_mobile(value) -> str | None:
+    return _keep_ends(value, 3, 4)
+
+
+def mask_landline(value) -> str | None:
+    return _keep_ends(value, 4, 2)
+
+
+def mask_bank_card(value) -> str | None:
+    return _keep_ends(value, 4, 4)
+
+
+def mask_credit_code(value) -> str | None:
+    """Keep the registering department, category and division (the first 8 characters)."""
+    return _keep_ends(value, 8, 0)
+
+
+def mask_address(value) -> str | None:
+    """Truncate to the village: the text up to the first village-level word, else nothing."""
+    if value is None or not str(value).strip():
+        return None
+    found = _VILLAGE_LEVEL.match(str(value))
+    return found.group(1) if found and found.group(1) else None
+
+
+def mask_year(value) -> str | None:
+    """A date or time kept to its year."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.date):
+        return f"{value.year:04d}"
+    text = str(value)
+    return text[:4] if re.match(r"^\d{4}", text) else None
+
+
+def pseudonymiser(key: bytes) -> Callable[[object], str | None]:
+    """HMAC-SHA256 of the value under the exchange's key (hex)."""
+
+    def mask_pseudonym(value) -> str | None:
+        if value is None or str(value).strip() == "":
+            return None
+        return hmac.new(key, str(value).strip().encode("utf-8"), hashlib.sha256).hexdigest()
+
+    return mask_pseudonym
+
+
+DISPLAY_MASKS: dict[str, Callable[[object], str | None]] = {
+    "name": mask_name,
+    "id_number": mask_id_number,
+    "mobile": mask_mobile,
+    "landline": mask_landline,
+    "bank_card": mask_bank_card,
+    "credit_code": mask_credit_code,
+    "address": mask_address,
+    "year": mask_year,
+}
+
+
+@dataclass(frozen=True)
+class OutgoingColumn:
+    """A column as it leaves for one exchange: the source column, the item name at the
+    exchange, the type on the wire and the mask applied (``none`` when entitled)."""
+
+    column: ExchangeColumn
+    applied_mask: str
+
+    @property
+    def name(self) -> str:
+        return self.column.name
+
+    @property
+    def item(self) -> str:
+        return self.column.item
+
+    @property
+    def type(self) -> str:
+        return self.column.type if self.applied_mask == "none" else "string"
+
+
+def outgoing_columns(
+    exchange: ExchangeContract, resource: ExchangeResource
+) -> list[OutgoingColumn]:
+    """The columns that leave for ``exchange``, in contract order, dropped ones left out."""
+    ceiling = exchange.ceiling(resource)
+    out = []
+    for column in resource.columns:
+        above = grade_above(column.grade, ceiling) or column.grade in ("important", "core")
+        applied = column.mask if above else "none"
+        if applied == "drop":
+            continue
+        out.append(OutgoingColumn(column, applied))
+    return out
+
+
+def mask_function(mask: str, pseudonym_key: bytes | None) -> Callable[[object], object]:
+    if mask == "none":
+        return lambda value: value
+    if mask == "pseudonym":
+        if not pseudonym_key:
+            raise ValueError("the pseudonym mask needs the exchange's key")
+        return pseudonymiser(pseudonym_key)
+    return DISPLAY_MASKS[mask]
