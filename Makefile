@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export COUNTYLAKE_HOME ?= $(CURDIR)/data
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo demo-celery test lint bench clean browser
 
 $(BIN)/countylake: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH"; exit 1; }
@@ -18,8 +18,19 @@ venv: $(BIN)/countylake
 demo: venv
 	$(BIN)/countylake demo
 
-test: venv lint
+# The same DAGs on the CeleryExecutor (Redis broker, PostgreSQL metadata, two workers), with the
+# Airflow UI up until Ctrl-C; ARGS=--exit stops after the runs (python -m etl.celery_stack -h).
+demo-celery: venv
+	$(BIN)/python -m etl.celery_stack $(ARGS)
+
+test: venv lint browser
 	$(BIN)/pytest
+
+# Headless Chromium for the report screenshots the tests check (Debian's package, as root).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } \
+	  || echo "chromium is not installed: the screenshot tests will be skipped"
 
 lint: venv
 	$(BIN)/ruff check etl dags tests
@@ -28,6 +39,7 @@ lint: venv
 bench: venv
 	$(BIN)/python -m etl.bench
 	$(BIN)/python -m etl.bench_quality
+	$(BIN)/python -m etl.bench_warehouse
 
 clean:
 	rm -rf $(COUNTYLAKE_HOME)

@@ -246,10 +246,104 @@ def cmd_quality(args) -> int:
     return 0
 
 
+def cmd_warehouse_build(args) -> int:
+    from etl import warehouse
+
+    summary = warehouse.build(full_refresh=args.full_refresh, select=args.select, progress=print)
+    print(
+        f"{summary['mode']}: {summary['nodes']} in {summary['seconds']} s -> {summary['warehouse']}"
+    )
+    return 0
+
+
+def cmd_warehouse_docs(args) -> int:
+    from etl import warehouse
+
+    print(f"dbt docs (lineage, descriptions): {warehouse.docs()}")
+    return 0
+
+
+def cmd_warehouse_freshness(args) -> int:
+    from etl import warehouse
+
+    rows = warehouse.freshness()
+    print(text_table(rows, ["source", "status", "max_loaded_at", "age_hours"]))
+    return 1 if any(r["status"] in ("error", "runtime error") for r in rows) else 0
+
+
+def cmd_report(args) -> int:
+    from etl.report import write_reports
+    from etl.settings import paths
+
+    written = write_reports(paths(), week=args.week)
+    labels = {
+        "brief": "weekly brief (每周数据简报), HTML",
+        "brief_pdf": "weekly brief, PDF",
+        "brief_json": "the brief's numbers, JSON",
+        "scorecard": "department scorecard (with drill-down)",
+        "catalogue": "resource catalogue",
+        "index": "index of the reports",
+    }
+    for name, path in written.items():
+        print(f"{labels.get(name, name)}: {path}")
+    if args.screenshots:
+        from etl.report.shots import screenshots
+
+        folder = paths().reports / "screenshots"
+        for name, png in screenshots(written, folder).items():
+            print(f"screenshot of {name}: {png}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from etl.demo import demo
 
     return demo(scale=args.scale, days=args.days, seed=args.seed)
+
+
+def cmd_uplink_deliver(args) -> int:
+    """Deliver the enabled exchanges (or one) to their configured endpoints."""
+    from etl.contracts import find_exchange, load_profile
+    from etl.uplink.deliver import deliver_exchange
+
+    names = [args.exchange] if args.exchange else load_profile().exchanges
+    lines = []
+    if args.reference:
+        from etl.uplink.deliver import deliver_all
+
+        lines = deliver_all(progress=print, only=names)
+    for name in [] if args.reference else names:
+        lines += deliver_exchange(find_exchange(name), resources=args.resource or None)
+    columns = ["exchange", "resource", "package_id", "status", "rows_sent", "I", "U", "D"]
+    print(text_table(lines, [*columns, "receipt", "accepted", "rejected", "error"]))
+    failed = [x for x in lines if x["error"] and x["status"] != "receipted"]
+    return 1 if failed else 0
+
+
+def cmd_uplink_status(args) -> int:
+    from etl.uplink.deliver import status_rows
+
+    rows = status_rows(pending_changes=not args.no_changes)
+    if args.exchange:
+        rows = [r for r in rows if r["exchange"] == args.exchange]
+    columns = ["exchange", "resource", "code", "transport", "packages", "last_package", "sent"]
+    print(
+        text_table(
+            rows, [*columns, "status", "receipt", "accepted", "rejected", "reconciled", "pending"]
+        )
+    )
+    errors = [r for r in rows if r["error"]]
+    for r in errors:
+        print(f"{r['exchange']}.{r['resource']}: {r['error']}")
+    return 0
+
+
+def cmd_uplink_catalogue(args) -> int:
+    from etl.uplink.catalogue import write_catalogue
+
+    for kind, path in write_catalogue().items():
+        print(f"{kind}: {path}")
+    return 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -349,6 +443,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve_api)
 
     p = sub.add_parser(
+        "warehouse",
+        help="build the DuckDB warehouse (dbt), its docs, or check source freshness",
+        description="The county warehouse: a dbt-duckdb project over the lake (staging -> base "
+        "-> marts), built into a new file under <data root>/warehouse and swapped in whole.",
+    )
+    wsub = p.add_subparsers(dest="warehouse_command", required=True, metavar="ACTION")
+    w = wsub.add_parser(
+        "build",
+        help="one dbt build (seeds, snapshots, models, tests) and an atomic swap",
+        description="Build the warehouse: incremental by default (new lake windows only, marts "
+        "recompute the days that changed), into a copy of the current file that replaces it "
+        "only if every model and error-level test passed. Readers are never blocked.",
+    )
+    w.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild every model from the lake (snapshot history is kept)",
+    )
+    w.add_argument("--select", help="dbt node selection, e.g. 'marts' or 'base_people+'")
+    w.set_defaults(func=cmd_warehouse_build)
+    w = wsub.add_parser(
+        "docs",
+        help="generate the dbt docs (lineage, descriptions) under the data root",
+        description="Write <data root>/warehouse/docs/static_index.html: the models, their "
+        "columns in Chinese and English, tests and lineage, readable without a server.",
+    )
+    w.set_defaults(func=cmd_warehouse_docs)
+    w = wsub.add_parser(
+        "freshness",
+        help="dbt source freshness of every landed dataset against its SLA",
+        description="Per dataset: the end of its newest lake window, its age in hours and "
+        "pass / warn / error against the contract's freshness SLA (error at twice the SLA). "
+        "Exits 1 when a dataset is in error.",
+    )
+    w.set_defaults(func=cmd_warehouse_freshness)
+
+    p = sub.add_parser(
+        "report",
+        help="write the weekly brief (HTML, PDF), the scorecard and catalogue pages",
+        description="Write the weekly leadership brief (每周数据简报) of an ISO week from the "
+        "warehouse marts, as HTML and PDF with its numbers as JSON, and the department "
+        "scorecard, resource catalogue and index pages, under <data root>/reports.",
+    )
+    p.add_argument(
+        "--week",
+        help="ISO week, e.g. 2026-W47 (default: the week of the newest data in the marts)",
+    )
+    p.add_argument(
+        "--screenshots",
+        action="store_true",
+        help="also render each page in headless Chromium to reports/screenshots/*.png",
+    )
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
         "demo",
         help="simulate the county and ingest it day by day via Airflow",
         description="Simulate the county, then for each day grow the sources and "
@@ -358,6 +507,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "uplink",
+        help="deliver to the city and province exchanges; receipts; the resource catalogue",
+        description="Uplinks to the data-sharing exchanges described in schemas/exchanges/: "
+        "signed, exactly-once packages with receipts.",
+    )
+    uplink = p.add_subparsers(dest="uplink_command", required=True, metavar="UPLINK_COMMAND")
+    u = uplink.add_parser(
+        "deliver",
+        help="send what changed since the last accepted package",
+        description="For each resource of the exchange(s): resend the package still waiting "
+        "for its receipt, else build one from the rows changed since the last accepted "
+        "package; retry with backoff; reconcile the receipts.",
+    )
+    u.add_argument("--exchange", help="only this exchange (default: those the profile enables)")
+    u.add_argument("--resource", action="append", help="only this resource (repeatable)")
+    u.add_argument(
+        "--reference",
+        action="store_true",
+        help="run the reference receivers (the city's and province's side) on the loopback "
+        "endpoints and let them answer: the demo, or a conformance check before going live",
+    )
+    u.set_defaults(func=cmd_uplink_deliver)
+    u = uplink.add_parser(
+        "status",
+        help="per exchange and resource: last package, its receipt, what is pending",
+        description="The uplink ledger per exchange and resource: the last package, its "
+        "receipt and reconciliation (rows sent = accepted + rejected), and what is pending.",
+    )
+    u.add_argument("--exchange", help="only this exchange")
+    u.add_argument(
+        "--no-changes",
+        action="store_true",
+        help="do not read the warehouse to count changes not yet packaged",
+    )
+    u.set_defaults(func=cmd_uplink_status)
+    u = uplink.add_parser(
+        "catalogue",
+        help="write the resource catalogue (政务信息资源目录) as JSON, CSV and HTML",
+        description="Generate the resource catalogue from the exchange contracts into "
+        "<data root>/catalogue/.",
+    )
+    u.set_defaults(func=cmd_uplink_catalogue)
     return parser
 
 

@@ -2,7 +2,8 @@
 
 For each simulated day the department systems grow by one day of activity, then every
 department DAG runs for that day's window with ``dag.test()``. The summary shows, per dataset and
-day, what was read, landed and quarantined, so incremental loads are visible.
+day, what was read, landed and quarantined, so incremental loads are visible. Then the
+warehouse DAG builds the marts through Airflow too, and the dbt docs.
 """
 
 from __future__ import annotations
@@ -81,9 +82,48 @@ def demo(scale: float = 0.05, days: int = 3, seed: int = 42) -> int:
     print(text_table(card, ["department", "day", "read", "quarantined", *SCORE_COLUMNS]))
     docs = write_data_docs(where.home, docs_runs(Ledger(where.ledger)))
     print(f"Data Docs (Great Expectations): {docs}")
+    from etl.orchestrate import run_warehouse
+
+    print(
+        "\n== warehouse: the warehouse DAG through Airflow (dbt build into a new file swapped "
+        "in whole, then dbt docs)"
+    )
+    built = run_warehouse(day, progress=lambda m: print("  " + m))
+    if built["state"] != "success":
+        failures += 1
+    else:
+        marts = (built["build"] or {}).get("marts", {})
+        table = [{"mart": name, "rows": n} for name, n in marts.items()]
+        print(text_table(table, ["mart", "rows"]))
+        print(f"dbt docs (lineage, descriptions): {built['docs']}")
+        failures += _deliver_and_report(where)
     total = sum(r["read"] or 0 for r in rows)
     print(
         f"\n{len(rows)} dataset-days, {total:,} rows read, {failures} failed, "
-        f"{time.perf_counter() - began:.0f} s. Lake: {where.raw}  Ledger: `countylake status`"
+        f"{time.perf_counter() - began:.0f} s. Lake: {where.raw}  Ledger: `countylake status`\n"
+        f"Warehouse (open it read-only): {where.warehouse / 'county.duckdb'}"
     )
     return 1 if failures else 0
+
+
+def _deliver_and_report(where) -> int:
+    """Uplinks to both exchanges through their reference receivers, then the brief and pages.
+    Returns the number of failures."""
+    from etl.report import write_reports
+    from etl.uplink import deliver_all
+
+    print("\n== uplinks: packages to the city and province exchanges (reference receivers)")
+    failures = sum(
+        1 for r in deliver_all(where, progress=lambda m: print("  " + m)) if r.get("error")
+    )
+    print("\n== reports: the weekly brief, the scorecard and catalogue pages")
+    written = write_reports(where)
+    for label, key in (
+        ("weekly brief (HTML)", "brief"),
+        ("weekly brief (PDF)", "brief_pdf"),
+        ("department scorecard", "scorecard"),
+        ("resource catalogue", "catalogue"),
+    ):
+        if key in written:
+            print(f"  {label}: {written[key]}")
+    return failures
