@@ -2,7 +2,10 @@
     the cross-department profile of each person (one row per person key): which departments
     and datasets know the person, how many current records each holds, first and last seen;
     with the register's masked identity and town. Departments are named as the ingestion
-    recorded them for each system. -#}
+    recorded them for each system. Incremental by person: a profile is recomputed when the
+    person's sightings or register record change (the day's activity touches a few thousand
+    people of hundreds of thousands). -#}
+{{ incremental_mart('person_key', 'int_person_sightings', 'person_key') }}
 
 with departments as (
     -- each system's department as the ingestion recorded it (its newest name)
@@ -15,20 +18,67 @@ with departments as (
 ),
 
 sightings as (
-    -- per person_key and dataset (a dataset may hold several columns naming the same one)
+    -- one row per person, dataset and ID column
     select
         sightings.person_key,
         sightings.source_dataset,
-        sum(sightings.records) as records,
-        min(sightings.first_seen_date) as first_seen_date,
-        max(sightings.last_seen_date) as last_seen_date,
-        any_value(coalesce(departments.dept_code, split_part(sightings.source_dataset, '.', 1)))
-            as dept_code,
-        any_value(coalesce(departments.dept_name, split_part(sightings.source_dataset, '.', 1)))
-            as dept_name
+        sightings.source_column,
+        sightings.records,
+        sightings.first_seen_date,
+        sightings.last_seen_date,
+        coalesce(departments.dept_code, split_part(sightings.source_dataset, '.', 1)) as dept_code,
+        coalesce(departments.dept_name, split_part(sightings.source_dataset, '.', 1)) as dept_name
     from {{ ref('int_person_sightings') }} as sightings
     left join departments on departments.system = split_part(sightings.source_dataset, '.', 1)
-    group by sightings.person_key, sightings.source_dataset
+),
+
+people as (
+    select
+        person_key,
+        id_number_masked,
+        name_masked,
+        sex,
+        birth_date is not null as has_birth_date,
+        town_code,
+        town_name,
+        in_register,
+        register_status,
+        is_household_head
+    from {{ ref('base_people') }}
+),
+
+sighting_prints as (
+    select person_key, count(*) as n, bit_xor(hash(sightings)) as h
+    from sightings
+    group by person_key
+),
+
+fingerprints as (
+    -- a person's profile changes with their sightings or their register record
+    select
+        people.person_key,
+        md5(sighting_prints.n || '/' || sighting_prints.h || '/' || hash(people)) as _fingerprint
+    from sighting_prints
+    inner join people on people.person_key = sighting_prints.person_key
+),
+
+changed as (
+    {{ changed_partitions('fingerprints', 'person_key') }}
+),
+
+per_dataset as (
+    -- per person and dataset (a dataset may hold several columns naming the same person)
+    select
+        person_key,
+        source_dataset,
+        sum(records) as records,
+        min(first_seen_date) as first_seen_date,
+        max(last_seen_date) as last_seen_date,
+        any_value(dept_code) as dept_code,
+        any_value(dept_name) as dept_name
+    from sightings
+    where person_key in (select person_key from changed)
+    group by person_key, source_dataset
 ),
 
 profiles as (
@@ -44,7 +94,7 @@ profiles as (
         sum(records) as records,
         min(first_seen_date) as first_seen_date,
         max(last_seen_date) as last_seen_date
-    from sightings
+    from per_dataset
     group by person_key
 )
 
@@ -53,7 +103,7 @@ select
     people.id_number_masked,
     people.name_masked,
     people.sex,
-    people.birth_date is not null as has_birth_date,
+    people.has_birth_date,
     people.town_code,
     people.town_name,
     people.in_register,
@@ -66,6 +116,8 @@ select
     profiles.records_by_dataset,
     profiles.records,
     profiles.first_seen_date,
-    profiles.last_seen_date
+    profiles.last_seen_date,
+    changed._fingerprint
 from profiles
-inner join {{ ref('base_people') }} as people on people.person_key = profiles.person_key
+inner join people on people.person_key = profiles.person_key
+inner join changed on changed.person_key = profiles.person_key
