@@ -1,23 +1,79 @@
 {#- Reading the lake. Every landed dataset is a dbt source whose relation is
     read_parquet('<lake_root>/raw/<system>/<dataset>/**/*.parquet', hive_partitioning, union_by_name)
-    (see models/staging/_sources.yml, generated from the contracts). -#}
+    (see models/staging/_sources.yml, generated from the contracts); staging models read only
+    the windows they have not staged yet. -#}
 
-{% macro lake_glob(system, dataset) -%}
+{% macro lake_root() -%}
     {%- set root = var('lake_root') -%}
     {%- if not root -%}
         {{ exceptions.raise_compiler_error("var lake_root is empty: build through etl.warehouse or export COUNTYLAKE_LAKE") }}
     {%- endif -%}
-    {{ root.rstrip('/') }}/raw/{{ system }}/{{ dataset }}/**/*.parquet
+    {{ return(root.rstrip('/')) }}
 {%- endmacro %}
 
-{#- The rows of one landed dataset, with its partition columns load_date and "window".
-    A dataset with no landed file yet reads as an empty relation typed from the contract, so a
-    new contract never breaks the build before its first window lands.
-    skip_windows: 'YYYY-MM-DD/HHMM' ids already staged (incremental models); DuckDB prunes
-    those partitions without opening their files. -#}
-{% macro landed(system, dataset, skip_windows=none) -%}
+{#- on-run-start: the lake's published windows as this build sees them, one row per
+    (system, dataset, 'YYYY-MM-DD/HHMM'), taken once so that every model and hook of the build
+    agrees on them (a window landing meanwhile waits for the next build). The ingestion
+    publishes a window by renaming its folder into place, so a window is seen whole or not at
+    all. _meta.staged_windows records which of them each staging model has read. -#}
+{% macro snapshot_lake_windows() -%}
+    create schema if not exists _meta;
+    create table if not exists _meta.staged_windows (
+        model varchar, window_id varchar, build_id varchar
+    );
+    create or replace table _meta.lake_windows as
+    select distinct
+        parts.system,
+        parts.dataset,
+        parts.load_date || '/' || parts.window_ as window_id
+    from (
+        select regexp_extract(
+            file,
+            '/raw/([^/]+)/([^/]+)/load_date=([^/]+)/window=([^/]+)/[^/]+$',
+            ['system', 'dataset', 'load_date', 'window_']
+        ) as parts
+        from glob('{{ lake_root() }}/raw/*/*/load_date=*/window=*/*.parquet')
+    );
+{%- endmacro %}
+
+{#- The window ids a staging model reads: every window of the lake on a first build or a
+    full refresh, else those it has not staged yet. -#}
+{% macro windows_to_stage(system, dataset) -%}
+    {%- if not execute -%}{{ return([]) }}{%- endif -%}
+    {%- set sql -%}
+        select window_id from _meta.lake_windows
+        where system = '{{ system }}' and dataset = '{{ dataset }}'
+        {%- if is_incremental() %}
+          and window_id not in (
+              select window_id from _meta.staged_windows where model = '{{ this.identifier }}'
+          )
+        {%- endif %}
+        order by window_id
+    {%- endset -%}
+    {{ return(run_query(sql).columns[0].values() | list) }}
+{%- endmacro %}
+
+{#- Post-hook of a staging model: the windows it read are staged (all of them again after a
+    full refresh). -#}
+{% macro record_staged_windows(system, dataset) -%}
+    {%- if not is_incremental() -%}
+    delete from _meta.staged_windows where model = '{{ this.identifier }}';
+    {%- endif %}
+    insert into _meta.staged_windows
+    select '{{ this.identifier }}', window_id, getvariable('countylake_build')
+    from _meta.lake_windows
+    where system = '{{ system }}' and dataset = '{{ dataset }}'
+      and window_id not in (
+          select window_id from _meta.staged_windows where model = '{{ this.identifier }}'
+      )
+{%- endmacro %}
+
+{#- The rows of the given windows of one landed dataset, with its partition columns load_date
+    and "window". No window (nothing new, or nothing landed yet) reads as an empty relation
+    typed from the contract, so a new contract never breaks the build before it lands. -#}
+{% macro landed(system, dataset, windows) -%}
     {%- set relation = source(system, dataset) -%}
-    {%- if execute and not lake_has_files(system, dataset) -%}
+    {%- if execute and not windows -%}
         {%- set node = graph.sources['source.' ~ project_name ~ '.' ~ system ~ '.' ~ dataset] -%}
         select
         {%- for name, column in node.columns.items() %}
@@ -29,35 +85,23 @@
             cast(null as varchar) as "window"
         where false
     {%- else -%}
+        {#- the source's relation, narrowed to the windows' folders -#}
+        {%- set folder = lake_root() ~ '/raw/' ~ system ~ '/' ~ dataset -%}
         select * replace (cast("window" as varchar) as "window")
-        from {{ relation }}
-        {%- if skip_windows %}
-        where strftime(load_date, '%Y-%m-%d') || '/' || cast("window" as varchar) not in (
-            {%- for w in skip_windows %}'{{ w }}'{% if not loop.last %}, {% endif %}{% endfor -%}
-        )
-        {%- endif %}
+        from read_parquet([
+            {%- for w in windows -%}
+            '{{ folder }}/load_date={{ w.split('/')[0] }}/window={{ w.split('/')[1] }}/*.parquet'
+            {%- if not loop.last %}, {% endif -%}
+            {%- endfor -%}
+        ], hive_partitioning = true, union_by_name = true)
     {%- endif -%}
-{%- endmacro %}
-
-{% macro lake_has_files(system, dataset) -%}
-    {%- set found = run_query("select count(*) from glob('" ~ lake_glob(system, dataset) ~ "')") -%}
-    {{ return(found.columns[0].values()[0] > 0) }}
-{%- endmacro %}
-
-{#- Window ids ('YYYY-MM-DD/HHMM') already in an incremental staging table. -#}
-{% macro staged_windows(relation) -%}
-    {%- if not execute -%}{{ return([]) }}{%- endif -%}
-    {%- set result = run_query(
-        "select distinct strftime(_load_date, '%Y-%m-%d') || '/' || _window as w from "
-        ~ relation ~ " order by w") -%}
-    {{ return(result.columns[0].values() | list) }}
 {%- endmacro %}
 
 {#- One file the lake publishes whole (lake/quality/<name>.parquet, written by etl/quality.py),
     or an empty relation typed from its source columns while it does not exist yet. -#}
 {% macro lake_file(source_name, table_name, file) -%}
     {%- set relation = source(source_name, table_name) -%}
-    {%- set path = var('lake_root').rstrip('/') ~ '/' ~ file -%}
+    {%- set path = lake_root() ~ '/' ~ file -%}
     {%- set found = execute and (run_query("select count(*) from glob('" ~ path ~ "')").columns[0].values()[0] > 0) -%}
     {%- if execute and not found -%}
         {%- set node = graph.sources['source.' ~ project_name ~ '.' ~ source_name ~ '.' ~ table_name] -%}

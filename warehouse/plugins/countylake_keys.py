@@ -1,4 +1,5 @@
-"""dbt-duckdb plugin: hand the HMAC pads to every DuckDB cursor as session variables.
+"""dbt-duckdb plugin: hand the HMAC pads and the build id to every DuckDB cursor as session
+variables.
 
 ``etl.warehouse`` derives the inner and outer padded keys (K xor ipad, K xor opad) from the
 deployment's secret and exports them as ``COUNTYLAKE_HMAC_IPAD`` / ``COUNTYLAKE_HMAC_OPAD``
@@ -15,6 +16,7 @@ import os
 from dbt.adapters.duckdb.plugins import BasePlugin
 
 PADS = {"ipad": "COUNTYLAKE_HMAC_IPAD", "opad": "COUNTYLAKE_HMAC_OPAD"}
+BUILD = "COUNTYLAKE_BUILD_ID"  # rows carry the build that wrote them; its tests read those
 
 
 class Plugin(BasePlugin):
@@ -31,3 +33,6 @@ class Plugin(BasePlugin):
             value = os.environ.get(env)
             if value:
                 conn.execute(f"SET VARIABLE countylake_hmac_{name} = unhex(?)", [value])
+        build = os.environ.get(BUILD)
+        if build:
+            conn.execute("SET VARIABLE countylake_build = ?", [build])

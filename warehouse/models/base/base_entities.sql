@@ -4,8 +4,19 @@
     the county. What the code itself says (registering department, category, division) is
     decoded for every entity (GB 32100). -#}
 
+{#- Incremental by entity: a build recomputes the entities whose rows it changed
+    (_meta.touched_entities, macros/changes.sql). -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{{ forget_touched('entities', 'credit_code') }}",
+) }}
+
 with sightings as (
     select * from {{ ref('int_entity_sightings') }}
+    {%- if is_incremental() %}
+    where {{ is_touched('entities', 'credit_code') }}
+    {%- endif %}
 ),
 
 register as (
@@ -63,7 +74,8 @@ select
     entities.source_dataset_count,
     entities.records,
     entities.first_seen_date,
-    entities.last_seen_date
+    entities.last_seen_date,
+    getvariable('countylake_build') as _staged_in
 from entities
 left join register on register.credit_code = entities.credit_code
 left join industries

@@ -3,8 +3,19 @@
     security) where the person is registered; otherwise only what the ID number itself tells
     through its mask (sex, from the 17th character) and the departments' masked names. -#}
 
+{#- Incremental by person: a build recomputes the people whose rows it changed
+    (_meta.touched_people, macros/changes.sql): their sightings, register record or household. -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{{ forget_touched('people', 'person_key') }}",
+) }}
+
 with sightings as (
     select * from {{ ref('int_person_sightings') }}
+    {%- if is_incremental() %}
+    where {{ is_touched('people', 'person_key') }}
+    {%- endif %}
 ),
 
 register as (
@@ -67,7 +78,8 @@ select
     people.source_dataset_count,
     people.records,
     people.first_seen_date,
-    people.last_seen_date
+    people.last_seen_date,
+    getvariable('countylake_build') as _staged_in
 from people
 left join register on register.person_key = people.person_key
 left join household_heads on household_heads.person_key = people.person_key

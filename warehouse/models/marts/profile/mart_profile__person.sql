@@ -4,7 +4,8 @@
     with the register's masked identity and town. Departments are named as the ingestion
     recorded them for each system. Incremental by person: a profile is recomputed when the
     person's sightings or register record change (the day's activity touches a few thousand
-    people of hundreds of thousands). -#}
+    people of hundreds of thousands); only the people this build touched are fingerprinted
+    (_meta.touched_people). A department renamed in the contracts needs a full refresh. -#}
 {{ incremental_mart('person_key', 'int_person_sightings', 'person_key') }}
 
 with departments as (
@@ -30,6 +31,10 @@ sightings as (
         coalesce(departments.dept_name, split_part(sightings.source_dataset, '.', 1)) as dept_name
     from {{ ref('int_person_sightings') }} as sightings
     left join departments on departments.system = split_part(sightings.source_dataset, '.', 1)
+    {%- if is_incremental() %}
+    -- only the people whose rows this build changed can have a new fingerprint
+    where {{ is_touched('people', 'sightings.person_key') }}
+    {%- endif %}
 ),
 
 people as (
@@ -45,6 +50,9 @@ people as (
         register_status,
         is_household_head
     from {{ ref('base_people') }}
+    {%- if is_incremental() %}
+    where {{ is_touched('people', 'person_key') }}
+    {%- endif %}
 ),
 
 sighting_prints as (

@@ -4,12 +4,18 @@
     unique_key=['serial_no'],
     incremental_strategy='delete+insert',
     on_schema_change='append_new_columns',
+    post_hook=[
+        "{{ note_touched('people', ['person_key']) }}",
+        "{{ note_touched('entities', ['employer_credit_code']) }}",
+        "{{ record_staged_windows('housing_fund', 'deposit') }}",
+        "delete from {{ this }} where _op in ('D', 'R')",
+    ],
 ) }}
 
--- append-only: an incremental build reads only the windows not staged yet
+-- append-only: new rows are added, a key re-delivered later wins
+-- A build reads only the lake windows this model has not staged yet (_meta.staged_windows).
 with landed as (
-    {{ landed('housing_fund', 'deposit',
-                skip_windows=staged_windows(this) if is_incremental() else none) }}
+    {{ landed('housing_fund', 'deposit', windows_to_stage('housing_fund', 'deposit')) }}
 ),
 
 new_rows as (
@@ -25,25 +31,41 @@ new_rows as (
         cast(src.paid_date as date) as paid_date,
         src.load_date as _load_date,
         src."window" as _window,
-        src._origin as _origin
+        src._origin as _origin,
+        src._op as _op,
+        getvariable('countylake_build') as _staged_in
     from landed as src
 ),
 
 candidates as (
-    select * from new_rows
+    select *, false as _before from new_rows
     {%- if is_incremental() %}
     -- rows staged before under the same key compete with the new ones, so the result
     -- equals a full rebuild whatever order the windows arrived in
     union all by name
-    select staged_before.*
+    select staged_before.*, true as _before
     from {{ this }} as staged_before
     where exists (select 1 from new_rows where new_rows.serial_no = staged_before.serial_no)
     {%- endif %}
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (partition by serial_no order by _load_date desc, _window desc, _origin desc) as _rank
+    from candidates
 )
 
-select *
-from candidates
-qualify row_number() over (
-    partition by serial_no
-    order by _load_date desc, _window desc, _origin desc
-) = 1
+-- the newest version of each key; a key whose newest version is a delete (_op 'D') is
+-- removed by the post-hook
+select * exclude (_before, _rank)
+from ranked
+where _rank = 1
+{%- if is_incremental() %}
+-- the staged rows a newer version replaces, flagged 'R' for this build: the post-hooks note
+-- whose rows changed (a record re-delivered under another person changes both) and remove them
+union all by name
+select * exclude (_before, _rank) replace ('R' as _op, getvariable('countylake_build') as _staged_in)
+from ranked
+where _rank > 1 and _before
+{%- endif %}

@@ -1,0 +1,51 @@
+{#- What changed in this build, for the models downstream of staging to recompute only that.
+
+    Staging models note, in post-hooks, the keys of the people (person_key columns) and
+    entities (credit codes) whose rows this build wrote, replaced or deleted; '*' stands for
+    "every key" when a staging model was built whole (a first build or a full refresh).
+    The sightings, the libraries and the profiles delete those keys and compute them again,
+    so an incremental build gives what a full rebuild gives. The tables are emptied when a
+    build starts (on-run-start), so they only ever hold this build's keys. -#}
+
+{% macro reset_touched() -%}
+    create schema if not exists _meta;
+    create or replace table _meta.touched_people (key varchar);
+    create or replace table _meta.touched_entities (key varchar);
+{%- endmacro %}
+
+{#- Post-hook of a staging model (before its replaced and deleted rows are removed): the
+    keys in ``columns`` of every row this build wrote, or '*' when the model was built whole. -#}
+{% macro note_touched(kind, columns) -%}
+    insert into _meta.touched_{{ kind }}
+    {%- if not is_incremental() %}
+    select '*'
+    {%- else %}
+    {%- set staged_before -%}
+        exists (select 1 from _meta.staged_windows where model = '{{ this.identifier }}')
+    {%- endset %}
+    -- a model with no window staged before this build (its first) was built whole
+    select '*' where not {{ staged_before }}
+    {%- for column in columns %}
+    union
+    select {{ column }}
+    from {{ this }}
+    where {{ staged_before }}
+      and _staged_in is not distinct from getvariable('countylake_build')
+      and {{ column }} is not null
+    {%- endfor %}
+    {%- endif %}
+{%- endmacro %}
+
+{#- A condition: the key in ``column`` changed in this build. -#}
+{% macro is_touched(kind, column) -%}
+    ({{ column }} in (select key from _meta.touched_{{ kind }})
+     or exists (select 1 from _meta.touched_{{ kind }} where key = '*'))
+{%- endmacro %}
+
+{#- Pre-hook of a model kept per person or entity: drop the keys this build recomputes
+    (a key whose rows are all gone stays dropped). -#}
+{% macro forget_touched(kind, column) -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }} where {{ is_touched(kind, column) }}
+    {%- endif -%}
+{%- endmacro %}
