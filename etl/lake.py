@@ -18,7 +18,6 @@ read as plain paths, as before.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from etl.errors import CountylakeError
@@ -82,11 +81,3 @@ def local_files(items: list[Path]) -> list[tuple[Path, str]]:
         else:
             found.append((item, item.name))
     return sorted(found, key=lambda pair: pair[1])
-
-
-def describe(where: Paths) -> str:
-    """The lake for messages: its URL, and the endpoint for an S3 lake (never a credential)."""
-    if not where.lake_remote:
-        return str(where.lake)
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return f"{where.lake_root}" + (f" (endpoint {endpoint})" if endpoint else "")
