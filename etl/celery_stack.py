@@ -902,7 +902,7 @@ def _demo_runs(stack: CeleryStack, args: argparse.Namespace, day: date, began: f
     print("tasks per worker: " + ", ".join(f"{n} {c}" for n, c in stats.items()))
     print(
         f"{len(runs)} runs, {sum(r.state == 'success' for r in runs)} succeeded, "
-        f"{time.perf_counter() - began:.0f} s. Lake: {stack.where.raw}"
+        f"{time.perf_counter() - began:.0f} s. Lake: {stack.where.lake_root}/raw"
     )
     return any(r.state != "success" for r in runs) or not runs
 

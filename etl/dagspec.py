@@ -63,8 +63,12 @@ def raw_asset_name(system: str, dataset: str) -> str:
 
 
 def raw_asset_uri(system: str, dataset: str, home: str | Path | None = None) -> str:
-    """Where the dataset lands: ``file://<data root>/lake/raw/<system>/<dataset>``."""
-    return (paths(home).raw / system / dataset).as_uri()
+    """Where the dataset lands: ``file://<data root>/lake/raw/<system>/<dataset>``, or
+    ``<COUNTYLAKE_LAKE_URL>/raw/<system>/<dataset>`` for a lake on an object store."""
+    where = paths(home)
+    if where.lake_remote:
+        return f"{where.lake_root}/raw/{system}/{dataset}"
+    return (where.raw / system / dataset).as_uri()
 
 
 RAW_ASSET_GROUP = "countylake.raw"

@@ -100,7 +100,8 @@ def demo(scale: float = 0.05, days: int = 3, seed: int = 42) -> int:
     total = sum(r["read"] or 0 for r in rows)
     print(
         f"\n{len(rows)} dataset-days, {total:,} rows read, {failures} failed, "
-        f"{time.perf_counter() - began:.0f} s. Lake: {where.raw}  Ledger: `countylake status`\n"
+        f"{time.perf_counter() - began:.0f} s. Lake: {where.lake_root}/raw  "
+        "Ledger: `countylake status`\n"
         f"Warehouse (open it read-only): {where.warehouse / 'county.duckdb'}"
     )
     return 1 if failures else 0

@@ -5,6 +5,11 @@ The lake layout is ``raw/<system>/<dataset>/load_date=<day>/window=<HHMM>/`` (Pa
 with a ``_manifest.json`` per window, and the same under ``quarantine/`` for rejected rows and
 unreadable files. Publishing a window replaces that window's folder whole, so a rerun gives the
 same lake.
+
+The lake's root is a local folder (the default) or an fsspec URL (``etl.lake``). Locally a
+window is swapped in by renames (``publish``); an object store has no rename, so the window's
+files are uploaded under their final names and the manifest is written last
+(``publish_remote``, which says why that still gives one lake per rerun).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import pyarrow.parquet as pq
 
+from etl import lake
 from etl.contracts import find_dataset, load_profile
 from etl.errors import ReconciliationError
 from etl.extract import Staged
@@ -27,16 +33,15 @@ from etl.snapshot import state_dir, state_name
 from etl.validate import lake_schema
 
 
-def partition(where: Paths, zone: str, staged: Staged, tz: str) -> Path:
+def window_key(zone: str, staged: Staged, tz: str) -> str:
+    """``<zone>/<system>/<dataset>/load_date=<day>/window=<HHMM>``, relative to the lake root."""
     start = datetime.fromisoformat(staged.window_start).astimezone(ZoneInfo(tz))
-    base = where.raw if zone == "raw" else where.quarantine
-    return (
-        base
-        / staged.system
-        / staged.dataset
-        / f"load_date={start:%Y-%m-%d}"
-        / f"window={start:%H%M}"
-    )
+    return f"{zone}/{staged.system}/{staged.dataset}/load_date={start:%Y-%m-%d}/window={start:%H%M}"
+
+
+def partition(where: Paths, zone: str, staged: Staged, tz: str) -> Path:
+    """The window's folder in the local lake."""
+    return where.lake / window_key(zone, staged, tz)
 
 
 def file_entry(path: Path, root: Path) -> dict:
@@ -76,6 +81,71 @@ def publish(files: list[Path], target: Path, manifest: dict | None) -> list[dict
     fresh.rename(target)
     shutil.rmtree(old, ignore_errors=True)
     return entries
+
+
+def publish_remote(files: list[Path], fs, target: str, manifest: dict | None) -> list[dict]:
+    """Publish a window's staged files under ``target`` on an object store, replacing what it
+    held, with the manifest as the commit marker.
+
+    An object store has no rename and no folder to swap, so the local two-rename swap cannot be
+    copied. What keeps the promises instead:
+
+    1. the window's old ``_manifest.json`` is deleted first: from here until step 4 the window
+       is visibly uncommitted (no manifest), and the ledger only records it as landed after
+       step 4;
+    2. every file is uploaded under its final key, one PUT each. Names are deterministic
+       (``data-00000.parquet``, ``quarantine-00000.parquet``, ``bad_files/<name>``), and a
+       rerun of a window reads exactly the range it landed with, so a rerun overwrites the same
+       objects: nothing is doubled, and each object is read whole, old or new, never torn;
+    3. objects under ``target`` that the new set does not hold (a part of an earlier attempt
+       that produced more files) are deleted, so the window holds exactly its manifest's files;
+    4. the manifest, listing every object with its size and SHA-256, is written last.
+
+    A crash between 1 and 4 leaves a window without a manifest and a failed attempt in the
+    ledger; the rerun (same window, same range, same names) completes it. The files are staged
+    locally, so their checksums come from the local copies before upload."""
+    pairs = lake.local_files(files)
+    root = files[0].parent if files else None
+    entries = []
+    for local, name in pairs:
+        entry = file_entry(local, root)
+        entry["path"] = name
+        entries.append(entry)
+    marker = f"{target}/_manifest.json"
+    if fs.exists(marker):
+        fs.rm_file(marker)
+    for local, name in pairs:
+        lake.upload(fs, local, f"{target}/{name}")
+    keep = {f"{target}/{name}" for _, name in pairs} | {marker}
+    stale = [k for k in (fs.find(target) if fs.exists(target) else []) if k not in keep]
+    if stale:
+        fs.rm(stale)
+    if manifest is not None:
+        manifest["files"] = entries
+        body = json.dumps(manifest, ensure_ascii=False, indent=2, default=str).encode("utf-8")
+        fs.pipe_file(marker, body)
+    return entries
+
+
+def publish_window(
+    where: Paths, key: str, files: list[Path], manifest: dict | None
+) -> tuple[str, list[dict]]:
+    """Publish ``files`` as the lake's ``key`` (a window folder); returns its location as
+    readers name it and the manifest's file entries."""
+    if not where.lake_remote:
+        target = where.lake / key
+        return str(target), publish(files, target, manifest)
+    fs, root = lake.filesystem(where)
+    return lake.location(where, key), publish_remote(files, fs, f"{root}/{key}", manifest)
+
+
+def unpublish_window(where: Paths, key: str) -> None:
+    """Remove a window folder (a rerun that no longer quarantines anything)."""
+    if not where.lake_remote:
+        shutil.rmtree(where.lake / key, ignore_errors=True)
+        return
+    fs, root = lake.filesystem(where)
+    lake.remove_tree(fs, f"{root}/{key}")
 
 
 def _newer(current: str | None, candidate: str | None, numeric: bool) -> str | None:
@@ -125,16 +195,22 @@ def commit(staged: Staged, where: Paths | None = None) -> dict:
             "quality": [r for r in staged.rule_results if r["failed"]],
             "committed_at": datetime.now(UTC).isoformat(),
         }
-        raw = partition(where, "raw", staged, tz)
-        entries = publish(sorted(staged.dir.glob("data-*.parquet")), raw, manifest)
+        raw, entries = publish_window(
+            where,
+            window_key("raw", staged, tz),
+            sorted(staged.dir.glob("data-*.parquet")),
+            manifest,
+        )
         bad = sorted(staged.dir.glob("quarantine-*.parquet"))
         bad_files_dir = staged.dir / "bad_files"
         quarantined = bad + ([bad_files_dir] if bad_files_dir.exists() else [])
-        quarantine_path = partition(where, "quarantine", staged, tz)
+        quarantine_key = window_key("quarantine", staged, tz)
         if quarantined:
-            publish(quarantined, quarantine_path, {**manifest, "bad_files": staged.bad_files})
+            publish_window(
+                where, quarantine_key, quarantined, {**manifest, "bad_files": staged.bad_files}
+            )
         else:
-            shutil.rmtree(quarantine_path, ignore_errors=True)
+            unpublish_window(where, quarantine_key)
         state = staged.dir / "snapshot_state.parquet"
         if state.exists():
             target = state_dir(where, staged.system, staged.dataset)

@@ -1,8 +1,9 @@
 """The per-dataset pipeline as two plain functions that Airflow tasks (or the CLI) call.
 
 ``extract`` reads one window of one dataset from its source, conforms and checks it, and stages
-Parquet files; ``commit`` publishes the staged files into the lake atomically, writes the
-manifest, advances the watermark and closes the ledger entry. Both take and return small
+Parquet files; ``commit`` publishes the staged files into the lake (a folder swap in a local
+lake, the manifest written last on an object store), advances the watermark and closes the
+ledger entry. Both take and return small
 JSON-serialisable dicts (paths, ids, counts), never data, so any executor can run them.
 """
 

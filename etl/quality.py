@@ -14,8 +14,8 @@ rules are judged here when the window commits:
   clock.
 
 The scorecard (per department and day: timeliness, completeness, validity, uniqueness and the
-failing rules) and the rule results are written as Parquet under ``<lake>/quality/`` for the
-warehouse and the reports.
+failing rules) and the rule results are written as Parquet under ``<lake>/quality/`` (a local
+folder or the object store, see ``etl.lake``) for the warehouse and the reports.
 """
 
 from __future__ import annotations
@@ -155,12 +155,31 @@ GROUP BY ALL ORDER BY p.day, d.dept_code
 """
 
 
-def publish_quality(where: Paths, ledger: Ledger, tz: str) -> Path:
+def publish_quality(where: Paths, ledger: Ledger, tz: str) -> str:
     """Rewrite ``<lake>/quality/scorecard.parquet`` and ``rule_results.parquet`` from the
-    ledger (swapped in by rename, so readers never see half a file). Returns the folder."""
-    target = where.lake / "quality"
+    ledger, so readers never see half a file: swapped in by rename in a local lake, written
+    in the local staging area and uploaded whole (one PUT each) to an object store. Returns
+    the folder as readers name it."""
+    if not where.lake_remote:
+        target = where.lake / "quality"
+        _write_quality(target, ledger, tz)
+        return str(target)
+    import tempfile
+
+    from etl import lake
+
+    fs, root = lake.filesystem(where)
+    where.staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="quality-", dir=where.staging) as tmp:
+        for path in _write_quality(Path(tmp), ledger, tz):
+            lake.upload(fs, path, f"{root}/quality/{path.name}")
+    return lake.location(where, "quality")
+
+
+def _write_quality(target: Path, ledger: Ledger, tz: str) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     excluded = "(" + ", ".join(f"'{k}'" for k in VALUE_KINDS_EXCLUDED) + ")"
+    written = []
     with ledger.connect() as con:
         _departments(con)
         queries = {
@@ -175,7 +194,8 @@ def publish_quality(where: Paths, ledger: Ledger, tz: str) -> Path:
             tmp = target / f".{name}.parquet.tmp"
             con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)", params)
             tmp.replace(target / f"{name}.parquet")
-    return target
+            written.append(target / f"{name}.parquet")
+    return written
 
 
 SCORE_COLUMNS = ["timeliness", "completeness", "validity", "uniqueness"]
@@ -183,19 +203,22 @@ SCORE_COLUMNS = ["timeliness", "completeness", "validity", "uniqueness"]
 
 def scorecard_rows(where: Paths) -> list[dict]:
     """The published scorecard, newest day first, for printing."""
-    path = where.lake / "quality" / "scorecard.parquet"
-    if not path.exists():
+    from etl import lake
+
+    fs, root = lake.filesystem(where)
+    if not fs.exists(f"{root}/quality/scorecard.parquet"):
         return []
     import duckdb
 
     with duckdb.connect() as con:
+        lake.register(con, where)
         cur = con.execute(
             "SELECT dept_name AS department, CAST(day AS VARCHAR) AS day, datasets, "
             "CAST(rows_read AS BIGINT) AS read, CAST(rows_quarantined AS BIGINT) AS quarantined, "
             + ", ".join(f"printf('%.2f%%', 100 * {c}) AS {c}" for c in SCORE_COLUMNS)
             + ", len(failing_rules) AS failing_rules FROM read_parquet(?) "
             "ORDER BY day DESC, dept_code",
-            [str(path)],
+            [lake.location(where, "quality/scorecard.parquet")],
         )
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -819,7 +819,7 @@ def dbt_vars(where: Paths | str | Path | None = None) -> dict:
         profile.villages_table
     )
     return {
-        "lake_root": str(p.lake),
+        "lake_root": p.lake_root,
         "villages_csv": str(villages),
         "county": {
             "code": profile.code,
@@ -868,7 +868,7 @@ def run_dbt(
     work = _dbt_dir(p)
     env = {
         "COUNTYLAKE_WAREHOUSE_PATH": str(database or p.warehouse / WAREHOUSE_FILE),
-        "COUNTYLAKE_LAKE": str(p.lake),
+        "COUNTYLAKE_LAKE": p.lake_root,
         "COUNTYLAKE_DBT_PLUGINS": str(PROJECT_DIR / "plugins"),
         PAD_ENV["ipad"]: ipad,
         PAD_ENV["opad"]: opad,
@@ -879,6 +879,7 @@ def run_dbt(
     }
     callbacks = [_progress_callback(progress)] if progress else []
     common = [
+        *_lake_target(p),
         "--project-dir",
         str(PROJECT_DIR),
         "--profiles-dir",
@@ -892,6 +893,22 @@ def run_dbt(
             return dbtRunner(callbacks=callbacks).invoke([*command, *common, *rest, "--quiet"])
         finally:
             _close_duckdb()
+
+
+def _lake_target(p: Paths) -> list[str]:
+    """The profile target that can read the lake: ``warehouse`` for a local lake,
+    ``warehouse_s3`` (s3fs registered in DuckDB) for ``s3://``; the warehouse file is local
+    in both."""
+    if not p.lake_remote:
+        return []
+    scheme = p.lake_root.split("://", 1)[0]
+    if scheme not in ("s3", "s3a"):
+        raise WarehouseError(
+            p.lake_root,
+            f"no dbt target reads a {scheme}:// lake",
+            "add one with its fsspec filesystem to warehouse/profiles.yml",
+        )
+    return ["--target", "warehouse_s3"]
 
 
 def _split_command(args: list[str]) -> tuple[list[str], list[str]]:
@@ -1123,7 +1140,7 @@ def freshness(where: Paths | str | Path | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix=".freshness-", dir=_ensure(p.warehouse)) as tmp:
         result = run_dbt(["source", "freshness"], p, database=Path(tmp) / WAREHOUSE_FILE)
     if result.result is None:
-        raise WarehouseError(str(p.lake), f"dbt source freshness failed: {result.exception}")
+        raise WarehouseError(p.lake_root, f"dbt source freshness failed: {result.exception}")
     rows = []
     for r in sorted(result.result.results, key=lambda r: r.node.unique_id):
         loaded, age = getattr(r, "max_loaded_at", None), getattr(r, "age", None)

@@ -37,6 +37,7 @@ def home(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "data"
     root.mkdir()
     monkeypatch.setenv("COUNTYLAKE_HOME", str(root))
+    monkeypatch.delenv("COUNTYLAKE_LAKE_URL", raising=False)  # the lake under this root
     for var in [v for v in __import__("os").environ if v.startswith("COUNTYLAKE_CONN_")]:
         monkeypatch.delenv(var)
     return root
@@ -115,6 +116,7 @@ def built(tmp_path_factory, simulated_days) -> Built:
     home.mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COUNTYLAKE_HOME", str(home))
+        mp.delenv("COUNTYLAKE_LAKE_URL", raising=False)
         for var in [v for v in os.environ if v.startswith("COUNTYLAKE_CONN_")]:
             mp.delenv(var)
         mp.delenv(warehouse.KEY_ENV, raising=False)
