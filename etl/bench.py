@@ -554,15 +554,17 @@ def markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def report_paths(out: str | None) -> tuple[Path, Path]:
+def report_paths(out: str | None, name: str = "bench-extract") -> tuple[Path, Path]:
+    """``<name>.{md,json}`` under ``out`` (a directory or a file name), by default under
+    ``<COUNTYLAKE_HOME>/reports``."""
     if out is None:
         from etl.settings import paths
 
-        base = paths().reports / "bench-extract"
+        base = paths().reports / name
     else:
         base = Path(out)
         if base.is_dir():
-            base = base / "bench-extract"
+            base = base / name
         elif base.suffix in (".md", ".json"):
             base = base.with_suffix("")
     return base.with_name(base.name + ".md"), base.with_name(base.name + ".json")
@@ -687,18 +689,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def postgres_unreachable(dsn: str, prog: str) -> bool:
+    """True (and why, on stderr) when the PostgreSQL server at ``dsn`` cannot be reached."""
+    try:
+        connect_admin(dsn).close()
+    except ConnectionError as exc:
+        print(
+            f"{prog}: PostgreSQL is not reachable at {dsn}: {exc}\n"
+            "Start the server or pass --dsn postgresql://user@host:port.",
+            file=sys.stderr,
+        )
+        return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child_main(*args.child)
-    try:
-        connect_admin(args.dsn).close()
-    except ConnectionError as exc:
-        print(
-            f"etl.bench: PostgreSQL is not reachable at {args.dsn}: {exc}\n"
-            "Start the server or pass --dsn postgresql://user@host:port.",
-            file=sys.stderr,
-        )
+    if postgres_unreachable(args.dsn, "etl.bench"):
         return 2
     import psycopg
 
