@@ -40,6 +40,7 @@ bench: venv
 	$(BIN)/python -m etl.bench
 	$(BIN)/python -m etl.bench_quality
 	$(BIN)/python -m etl.bench_warehouse
+	$(BIN)/python -m etl.bench_county
 
 clean:
 	rm -rf $(COUNTYLAKE_HOME)

@@ -231,7 +231,10 @@ def write_contracts(root: Path, url: str) -> None:
 
 
 # --------------------------------------------------------------------------- measurements
-# Each runs in a child process (``--child``); it returns its figures as a dict.
+# Each runs in a child process (``--child``); it returns its figures as a dict. The spec names
+# the database (``url``), its ``rows`` and optionally the query (``select``, default the
+# benchmark table's) and ``order_by`` for read_sql's subset: etl.bench_county points them at a
+# simulated county's department tables.
 
 
 class _Clock:
@@ -259,7 +262,7 @@ def _measure_copy(spec: dict) -> dict:
     with psycopg.connect(spec["url"]) as con, con.cursor() as cur:
         clock = _Clock()
         nbytes = 0
-        with cur.copy(f"COPY ({SELECT}) TO STDOUT (FORMAT binary)") as copy:
+        with cur.copy(f"COPY ({spec.get('select', SELECT)}) TO STDOUT (FORMAT binary)") as copy:
             for block in copy:
                 nbytes += len(block)
         timing = clock.stop()
@@ -274,7 +277,10 @@ def _measure_read_sql(spec: dict) -> dict:
     engine = sa.create_engine(spec["url"].replace("postgresql://", "postgresql+psycopg://", 1))
     try:
         clock = _Clock()
-        frame = pd.read_sql(f"{SELECT} ORDER BY seq LIMIT {spec['subset']}", engine)
+        query = spec.get("select", SELECT)
+        frame = pd.read_sql(
+            f"{query} ORDER BY {spec.get('order_by', 'seq')} LIMIT {spec['subset']}", engine
+        )
         timing = clock.stop()
     finally:
         engine.dispose()
@@ -287,7 +293,7 @@ def _measure_connector(spec: dict) -> dict:
     baseline = _baseline_mb()
     clock = _Clock()
     rows = batches = 0
-    for batch in stream_query(connectorx_url(spec["url"]), SELECT):
+    for batch in stream_query(connectorx_url(spec["url"]), spec.get("select", SELECT)):
         rows += batch.num_rows
         batches += 1
     timing = clock.stop()
@@ -403,19 +409,23 @@ CHILDREN = {
 }
 
 
-def child_main(method: str, spec_path: str, out_path: str) -> int:
+def child_main(method: str, spec_path: str, out_path: str, children: dict | None = None) -> int:
+    """Run ``children[method]`` (default this module's) on the spec; write its figures."""
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    result = CHILDREN[method](spec)
+    result = (children or CHILDREN)[method](spec)
     Path(out_path).write_text(json.dumps(result), encoding="utf-8")
     return 0
 
 
-def run_child(method: str, spec: dict, work: Path, env: dict[str, str]) -> dict:
-    """Run one measurement in a child process; add its own peak RSS from ``wait4``."""
+def run_child(
+    method: str, spec: dict, work: Path, env: dict[str, str], module: str = "etl.bench"
+) -> dict:
+    """Run one measurement in a child process (``python -m <module> --child``, the module's
+    ``CHILDREN[method]``); add its own peak RSS from ``wait4``."""
     spec_path, out_path = work / f"{method}.spec.json", work / f"{method}.out.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     out_path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "etl.bench", "--child", method, str(spec_path), str(out_path)]
+    command = [sys.executable, "-m", module, "--child", method, str(spec_path), str(out_path)]
     proc = subprocess.Popen(command, env=env)
     _pid, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -544,15 +554,17 @@ def markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def report_paths(out: str | None) -> tuple[Path, Path]:
+def report_paths(out: str | None, name: str = "bench-extract") -> tuple[Path, Path]:
+    """``<name>.{md,json}`` under ``out`` (a directory or a file name), by default under
+    ``<COUNTYLAKE_HOME>/reports``."""
     if out is None:
         from etl.settings import paths
 
-        base = paths().reports / "bench-extract"
+        base = paths().reports / name
     else:
         base = Path(out)
         if base.is_dir():
-            base = base / "bench-extract"
+            base = base / name
         elif base.suffix in (".md", ".json"):
             base = base.with_suffix("")
     return base.with_name(base.name + ".md"), base.with_name(base.name + ".json")
@@ -677,18 +689,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def postgres_unreachable(dsn: str, prog: str) -> bool:
+    """True (and why, on stderr) when the PostgreSQL server at ``dsn`` cannot be reached."""
+    try:
+        connect_admin(dsn).close()
+    except ConnectionError as exc:
+        print(
+            f"{prog}: PostgreSQL is not reachable at {dsn}: {exc}\n"
+            "Start the server or pass --dsn postgresql://user@host:port.",
+            file=sys.stderr,
+        )
+        return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child_main(*args.child)
-    try:
-        connect_admin(args.dsn).close()
-    except ConnectionError as exc:
-        print(
-            f"etl.bench: PostgreSQL is not reachable at {args.dsn}: {exc}\n"
-            "Start the server or pass --dsn postgresql://user@host:port.",
-            file=sys.stderr,
-        )
+    if postgres_unreachable(args.dsn, "etl.bench"):
         return 2
     import psycopg
 

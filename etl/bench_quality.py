@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,16 @@ from pathlib import Path
 
 import numpy as np
 
-from etl.bench import BenchError, _baseline_mb, log, report_paths, stage_lines, target_lines
+from etl.bench import (
+    BenchError,
+    _baseline_mb,
+    child_main,
+    log,
+    report_paths,
+    stage_lines,
+    target_lines,
+)
+from etl.bench import run_child as run_bench_child
 
 ROWS = 10_000_000
 GX_ROWS = 2_000_000
@@ -420,12 +428,35 @@ def _gx_failures(result) -> tuple[dict, dict, list[str]]:
     return failed, success, errors
 
 
+def gx_validate(suite, frame) -> tuple[float, float, dict, dict]:
+    """A plain GX run of ``suite`` on a pandas DataFrame in an ephemeral context: (seconds,
+    CPU seconds, unexpected count per rule id, success per rule id) of ``batch.validate``."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (
+        context.data_sources.add_pandas("bench")
+        .add_dataframe_asset("frame")
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
+    wall, cpu_began = time.perf_counter(), time.process_time()
+    result = batch.validate(suite)
+    seconds = time.perf_counter() - wall
+    cpu = time.process_time() - cpu_began
+    failed, success, errors = _gx_failures(result)
+    if errors:
+        raise BenchError("GX raised inside expectations: " + "; ".join(errors))
+    return seconds, cpu, failed, success
+
+
 def _measure_gx(spec: dict) -> dict:
     began = time.perf_counter()
     import great_expectations as gx
     import pandas as pd
     import pyarrow as pa
-    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     from etl import gx as egx
     from etl.contracts import load_profile
@@ -446,25 +477,11 @@ def _measure_gx(spec: dict) -> dict:
     # pandas types the date column as a reader would (the suite's type rule checks the dtype)
     frame["birth_date"] = pd.to_datetime(frame["birth_date"], format="%Y-%m-%d", errors="coerce")
     frame_s = time.perf_counter() - began
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = (
-        context.data_sources.add_pandas("bench")
-        .add_dataframe_asset("residents")
-        .add_batch_definition_whole_dataframe("all")
-        .get_batch(batch_parameters={"dataframe": frame})
-    )
     log(
         f"gx: validating {len(suite.expectations)} expectations on {rows:,} rows "
         "(GX reports no progress within one validation)"
     )
-    wall, cpu_began = time.perf_counter(), time.process_time()
-    result = batch.validate(suite)
-    seconds = time.perf_counter() - wall
-    cpu = time.process_time() - cpu_began
-    failed, success, errors = _gx_failures(result)
-    if errors:
-        raise BenchError("GX raised inside expectations: " + "; ".join(errors))
+    seconds, cpu, failed, success = gx_validate(suite, frame)
     log(f"gx: {rows:,} rows in {seconds:.2f} s = {rows / seconds:,.0f} rows/s")
     return {
         "rows": rows,
@@ -484,30 +501,10 @@ def _measure_gx(spec: dict) -> dict:
 CHILDREN = {"engine": _measure_engine, "gx": _measure_gx}
 
 
-def child_main(method: str, spec_path: str, out_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    result = CHILDREN[method](spec)
-    Path(out_path).write_text(json.dumps(result), encoding="utf-8")
-    return 0
-
-
 def run_child(method: str, spec: dict, work: Path) -> dict:
-    """Run one measurement in a child process; add its own peak RSS from ``wait4``.
-    (``etl.bench.run_child`` names its own module, so it cannot start these children.)"""
-    spec_path, out_path = work / f"{method}.spec.json", work / f"{method}.out.json"
-    spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    out_path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "etl.bench_quality", "--child", method]
+    """Run one measurement in a child process with its own peak RSS (``etl.bench.run_child``)."""
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}  # no network calls while timing
-    proc = subprocess.Popen([*command, str(spec_path), str(out_path)], env=env)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0 or not out_path.exists():
-        raise BenchError(f"measurement {method} failed (exit {code}); its error is printed above")
-    result = json.loads(out_path.read_text(encoding="utf-8"))
-    result["peak_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
-    result["rows_per_s"] = result["rows"] / result["seconds"]
-    return result
+    return run_bench_child(method, spec, work, env, module="etl.bench_quality")
 
 
 # --------------------------------------------------------------------------- checks and report
@@ -878,7 +875,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
-        return child_main(*args.child)
+        return child_main(*args.child, children=CHILDREN)
     try:
         report, problems = bench(args)
     except (BenchError, OSError) as exc:

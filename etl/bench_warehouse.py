@@ -109,16 +109,25 @@ def ingest_day(home: Path, day: date, port: int) -> dict:
     )
     start, end = day_window(day)
     landed = 0
+    datasets = {}  # per dataset: its counts and seconds (etl.bench_county's profile)
     for system in load_systems():
         for d in system.datasets:
+            clock = time.perf_counter()
             result = run(system.system, d.dataset, start, end, f"bench__{day}")
             landed += result["rows_landed"]
-    return {"rows_landed": landed}
+            datasets[f"{system.system}.{d.dataset}"] = {
+                **{k: v for k, v in result.items() if k.startswith("rows_")},
+                "seconds": round(time.perf_counter() - clock, 3),
+            }
+    return {"rows_landed": landed, "datasets": datasets}
 
 
-def simulate_and_ingest(home: Path, scale: float, days: int, seed: int, first: int) -> dict:
+def simulate_and_ingest(
+    home: Path, scale: float, days: int, seed: int, first: int, target: str = "sqlite"
+) -> dict:
     """Grow the simulated county day by day to ``days`` and ingest each day ``first``..``days``
-    after it is simulated (an append-only source read later would hand over several days)."""
+    after it is simulated (an append-only source read later would hand over several days).
+    ``target``: where the SQL departments live (``countylake simulate --target``)."""
     from etl.contracts import load_profile
     from etl.simulate import simulate
     from etl.simulate.api_server import ApiServer
@@ -128,7 +137,9 @@ def simulate_and_ingest(home: Path, scale: float, days: int, seed: int, first: i
     landed = 0
     for n in range(first, days + 1):
         clock = time.perf_counter()
-        simulate(home, scale=scale, days=n, seed=seed, progress=lambda m: log("  " + m))
+        simulate(
+            home, scale=scale, days=n, seed=seed, target=target, progress=lambda m: log("  " + m)
+        )
         simulated += time.perf_counter() - clock
         clock = time.perf_counter()
         server = ApiServer(home, port=0).start()

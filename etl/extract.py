@@ -181,9 +181,8 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged, wh
     validator = Validator(dataset)
     schema = lake_schema(dataset)
     op = OP_BY_STRATEGY[dataset.incremental.strategy]
-    good_writer = bad_writer = None
-    part = 0
-    writes = BackgroundWrites()
+    bad_writer = None
+    landed = LakeFiles(staged.dir, schema)
     try:
         for chunk in source.read(plan, report):
             staged.rows_read += chunk.batch.num_rows
@@ -191,19 +190,7 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged, wh
                 report.source_types.setdefault(f.name, str(f.type))
             checked = validator.check(chunk)
             if checked.good.num_rows:
-                if good_writer is None or staged.rows_good >= (part + 1) * ROWS_PER_FILE:
-                    if good_writer:
-                        writes.submit(good_writer.close)
-                        part += 1
-                    # Dictionary pages cost half the write time and zstd already folds
-                    # repeats; keep them only for the constant metadata columns.
-                    good_writer = pq.ParquetWriter(
-                        staged.dir / f"data-{part:05d}.parquet",
-                        schema,
-                        compression="zstd",
-                        use_dictionary=["_op", "_origin"],
-                    )
-                writes.submit(good_writer.write_batch, _with_op(checked.good, schema, op))
+                landed.write(_with_op(checked.good, schema, op))
                 staged.rows_good += checked.good.num_rows
             if checked.bad is not None:
                 bad_writer = bad_writer or _quarantine_writer(staged, validator)
@@ -215,11 +202,12 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged, wh
             staged.rows_read += len(report.bad_lines)
             staged.rows_quarantined += len(report.bad_lines)
     finally:
-        writes.close()
-        for writer in (good_writer, bad_writer):
-            if writer:
-                writer.close()
-        validator.close()
+        try:
+            landed.close()
+        finally:
+            if bad_writer:
+                bad_writer.close()
+            validator.close()
     staged.rule_results = validator.tally.as_results(validator.rules)
     if validator.newest is not None:
         staged.newest_data_at = validator.newest.isoformat()
@@ -258,6 +246,41 @@ class BackgroundWrites:
                 self._pending.popleft().result()
         finally:
             self._pool.shutdown(cancel_futures=True)
+
+
+class LakeFiles:
+    """The landed rows of one window as zstd Parquet files ``data-NNNNN.parquet`` of at most
+    ``ROWS_PER_FILE`` rows, written in a worker thread (``BackgroundWrites``)."""
+
+    def __init__(self, directory: Path, schema: pa.Schema):
+        self.directory, self.schema = directory, schema
+        self.rows = 0
+        self._part = 0
+        self._writer = None
+        self._writes = BackgroundWrites()
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None or self.rows >= (self._part + 1) * ROWS_PER_FILE:
+            if self._writer:
+                self._writes.submit(self._writer.close)
+                self._part += 1
+            # Dictionary pages cost half the write time and zstd already folds repeats; keep
+            # them only for the constant metadata columns.
+            self._writer = pq.ParquetWriter(
+                self.directory / f"data-{self._part:05d}.parquet",
+                self.schema,
+                compression="zstd",
+                use_dictionary=["_op", "_origin"],
+            )
+        self._writes.submit(self._writer.write_batch, batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        try:
+            self._writes.close()
+        finally:
+            if self._writer:
+                self._writer.close()
 
 
 def _quarantine_writer(staged: Staged, validator: Validator) -> pq.ParquetWriter:

@@ -82,7 +82,10 @@ def _plain(value):
 
 
 def db_name(county_code: str, system: str) -> str:
-    return f"county_{county_code}_{system}"
+    """``county_<code>_<system>``; ``COUNTYLAKE_SIM_DB_PREFIX`` replaces ``county`` so a
+    benchmark's databases do not clash with the demo's or the tests'."""
+    prefix = os.environ.get("COUNTYLAKE_SIM_DB_PREFIX", "county")
+    return f"{prefix}_{county_code}_{system}"
 
 
 class SqlSink:

@@ -97,15 +97,8 @@ class SqlSource:
         value = result.column(0)[0].as_py()
         return None if value is None else str(value)
 
-    def read(self, plan: ReadPlan, report: ReadReport) -> Iterator[Chunk]:
-        present = self.source_columns()
-        columns, error = columns_to_read(self.dataset, present, report)
-        if error:
-            raise SourceError(
-                self.describe(),
-                error,
-                "the department changed its schema; update the contract (or quality.drift)",
-            )
+    def query(self, plan: ReadPlan, columns: list[str]) -> str:
+        """The SELECT that reads ``plan``'s range of ``columns`` (the benchmark reuses it)."""
         q = self._q
         if self.url.startswith("sqlite"):
             # SQLite keeps whatever it is given: read text and let etl.validate type each cell,
@@ -131,6 +124,18 @@ class SqlSource:
                     where.append(f"{col} < '{plan.upper}'")
         if where:
             query += " WHERE " + " AND ".join(where)
+        return query
+
+    def read(self, plan: ReadPlan, report: ReadReport) -> Iterator[Chunk]:
+        present = self.source_columns()
+        columns, error = columns_to_read(self.dataset, present, report)
+        if error:
+            raise SourceError(
+                self.describe(),
+                error,
+                "the department changed its schema; update the contract (or quality.drift)",
+            )
+        query = self.query(plan, columns)
         try:
             reader = stream_query(self.url, query)
             row = 1
