@@ -114,6 +114,10 @@ def build_dag() -> DAG:
             from etl import warehouse
 
             summary = warehouse.build(progress=log.info)
+            if summary["mode"] == "unchanged":  # no mart changed: no Asset event, no docs
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                raise AirflowSkipException("nothing new in the lake since the last build")
             rows = _mart_rows(summary["warehouse"], list(marts))
             events = get_current_context()["outlet_events"]
             for name, asset in marts.items():

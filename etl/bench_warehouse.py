@@ -287,9 +287,10 @@ def measure_build(home: Path, label: str) -> dict:
     clock = time.perf_counter()
     summary = warehouse.build(home, progress=None)
     seconds = time.perf_counter() - clock
-    results = json.loads(
-        (home / "warehouse" / "dbt" / "target" / "run_results.json").read_text(encoding="utf-8")
-    )
+    results = {"results": [], "elapsed_time": 0.0}  # a build with nothing new runs no dbt
+    if summary["mode"] != "unchanged":
+        run_results = home / "warehouse" / "dbt" / "target" / "run_results.json"
+        results = json.loads(run_results.read_text(encoding="utf-8"))
     timings, layers = [], {}
     for r in results["results"]:
         name, layer = node_layer(r["unique_id"])
@@ -300,6 +301,8 @@ def measure_build(home: Path, label: str) -> dict:
     log(f"  {summary['mode']}: {seconds:.1f} s, {summary['nodes']}, {size / 2**20:,.0f} MB")
     return {
         "mode": summary["mode"],
+        "plan": summary.get("plan"),
+        "steps": summary.get("steps", {}),
         "seconds": round(seconds, 2),
         "dbt_seconds": round(results["elapsed_time"], 2),
         "nodes": summary["nodes"],
@@ -350,6 +353,9 @@ def layer_lines(report: dict) -> list[str]:
         lines.append(f"| {name} | {cells} |")
     cells = " | ".join(f"{b['dbt_seconds']:.1f}" for _, b in builds)
     lines.append(f"| (dbt wall time) | {cells} |")
+    for step in list(dict.fromkeys(k for _, b in builds for k in b.get("steps", {}))):
+        cells = " | ".join(f"{b.get('steps', {}).get(step, 0):.1f}" for _, b in builds)
+        lines.append(f"| (build(): {step}) | {cells} |")
     cells = " | ".join(f"{b['seconds']:.1f}" for _, b in builds)
     lines.append(f"| (build() wall time: copy, dbt, checkpoint, swap) | {cells} |")
     return lines

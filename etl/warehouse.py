@@ -24,6 +24,7 @@ dbt is imported inside functions only: DAG files import this module at parse tim
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import hmac
 import json
@@ -32,7 +33,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -950,6 +950,117 @@ def _progress_callback(progress: Callable[[str], None]) -> Callable:
     return callback
 
 
+# --------------------------------------------------------------------------- what changed
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What an incremental build has to run: ``selectors`` None for every node, else the dbt
+    selectors of what is downstream of the inputs that changed (empty: nothing changed)."""
+
+    selectors: list[str] | None
+    inputs: dict[str, str]  # fingerprints of the inputs, recorded with the build
+    reason: str
+
+
+PROJECT_FILES = ("*.yml", "*.sql", "*.csv", "*.py")
+
+
+def _digest(parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else str(part).encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def input_fingerprints(p: Paths) -> dict[str, str]:
+    """Fingerprints of what a build reads besides the landed windows: the dbt project (models,
+    macros, seeds, snapshots, plugins), the county (vars and village table) and the quality
+    results ingestion rewrites after every window."""
+    from etl import lake
+
+    files = sorted(
+        f
+        for pattern in PROJECT_FILES
+        for f in PROJECT_DIR.rglob(pattern)
+        if "target" not in f.parts
+    )
+    project = _digest(part for f in files for part in (f.relative_to(PROJECT_DIR), f.read_bytes()))
+    county = dbt_vars(p)
+    villages = Path(county["villages_csv"]).read_bytes()
+    reference = _digest([json.dumps(county, sort_keys=True), villages])
+    fs, root = lake.filesystem(p)
+    quality = sorted(fs.glob(f"{root}/quality/*.parquet"))
+    stamps = [
+        (f, *(fs.info(f).get(k) for k in ("size", "mtime", "ETag", "LastModified")))
+        for f in quality
+    ]
+    return {"project": project, "reference": reference, "quality": _digest(stamps)}
+
+
+def lake_windows(p: Paths) -> set[tuple[str, str, str]]:
+    """(system, dataset, 'YYYY-MM-DD/HHMM') of every landed window holding data, as
+    ``snapshot_lake_windows()`` (macros/lake.sql) sees them."""
+    from etl import lake
+
+    pattern = "raw/*/*/load_date=*/window=*/*.parquet"
+    if p.lake_remote:
+        fs, root = lake.filesystem(p)
+        files = fs.glob(f"{root}/{pattern}")
+    else:  # the standard library lists a local folder several times faster than fsspec
+        files = glob.glob(f"{glob.escape(str(p.lake))}/{pattern}")
+    found = set()
+    for path in files:
+        parts = _WINDOW_PATH.search(str(path))
+        if parts:
+            system, dataset, load_date, window = parts.groups()
+            found.add((system, dataset, f"{load_date}/{window}"))
+    return found
+
+
+_WINDOW_PATH = re.compile(r"/raw/([^/]+)/([^/]+)/load_date=([^/]+)/window=([^/]+)/[^/]+$")
+
+
+def plan_build(p: Paths, current: Path) -> BuildPlan:
+    """Compare the lake and the inputs with what the current warehouse was built from: a new
+    window selects its dataset's staging model and everything downstream of it, new quality
+    results the models downstream of them; a changed project or county rebuilds every node
+    (incrementally); nothing new, nothing to run."""
+    import duckdb
+
+    inputs = input_fingerprints(p)
+    with duckdb.connect(str(current), read_only=True) as con:
+        tables = {t for (t,) in con.execute(
+            "select table_name from information_schema.tables where table_schema = '_meta'"
+        ).fetchall()}  # fmt: skip
+        columns = {c for (c,) in con.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = '_meta' and table_name = 'builds'"
+        ).fetchall()}  # fmt: skip
+        if "staged_windows" not in tables or "inputs" not in columns:
+            return BuildPlan(None, inputs, "the warehouse predates change tracking")
+        row = con.execute(
+            "select inputs from _meta.builds order by built_at desc limit 1"
+        ).fetchone()
+        staged = set(con.execute("select model, window_id from _meta.staged_windows").fetchall())
+    before = json.loads(row[0]) if row and row[0] else {}
+    for part in ("project", "reference"):
+        if before.get(part) != inputs[part]:
+            return BuildPlan(None, inputs, f"the {part} changed since the last build")
+    new = sorted(
+        {(system, dataset) for system, dataset, window in lake_windows(p)
+         if (model_name(system, dataset), window) not in staged}
+    )  # fmt: skip
+    selectors = [f"source:{system}.{dataset}+" for system, dataset in new]
+    if before.get("quality") != inputs["quality"]:
+        selectors.append("source:lake_quality+")
+    reason = f"{len(new)} dataset(s) with new windows" + (
+        ", new quality results" if "source:lake_quality+" in selectors else ""
+    )
+    return BuildPlan(selectors, inputs, reason if selectors else "nothing new in the lake")
+
+
 # --------------------------------------------------------------------------- build and swap
 
 
@@ -962,6 +1073,20 @@ def _build_lock(directory: Path) -> Iterator[None]:
         except BlockingIOError as exc:
             raise WarehouseError(str(directory), "another warehouse build is running") from exc
         yield
+
+
+@contextmanager
+def _scratch(directory: Path) -> Iterator[Path]:
+    """The one folder dbt commands work in, ``<warehouse>/.build`` (taken under the build
+    lock): the warehouse file's path is part of dbt's profile, and a path that stays the same
+    lets dbt reuse its parsed project (partial parsing) instead of parsing every node again."""
+    work = directory / ".build"
+    shutil.rmtree(work, ignore_errors=True)  # left by a build that was killed
+    work.mkdir(parents=True)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _stored_key_id(path: Path) -> str | None:
@@ -992,9 +1117,11 @@ def _record_build(path: Path, row: dict) -> None:
             " selected varchar, key_id varchar, nodes json, seconds double)"
         )
         con.execute("alter table _meta.builds add column if not exists build_id varchar")
+        con.execute("alter table _meta.builds add column if not exists inputs json")
         con.execute(
             "insert into _meta.builds by name select ? as built_at, ? as full_refresh,"
-            " ? as selected, ? as key_id, ? as nodes, ? as seconds, ? as build_id",
+            " ? as selected, ? as key_id, ? as nodes, ? as seconds, ? as build_id,"
+            " ? as inputs",
             [
                 row["built_at"],
                 row["full_refresh"],
@@ -1003,6 +1130,7 @@ def _record_build(path: Path, row: dict) -> None:
                 json.dumps(row["nodes"]),
                 row["seconds"],
                 row["build_id"],
+                json.dumps(row["inputs"]) if row["inputs"] else None,
             ],
         )
         con.execute("checkpoint")
@@ -1036,6 +1164,9 @@ def build(
     from the lake but keeps snapshot history (the lake cannot give it back). If the HMAC key
     changed, only a full refresh may run, and it starts from an empty file. Any failing model
     or error-level test leaves the current warehouse untouched.
+    An incremental build runs only what is downstream of the datasets with new windows and
+    of new quality results (``plan_build``); with nothing new it returns at once, mode
+    ``unchanged``, and the current file stays.
     Returns paths, counts by node status, seconds and whether the files generated from the
     contracts changed."""
     p = _paths(where)
@@ -1063,11 +1194,20 @@ def build(
                     "every pseudonym changes: run a full refresh (history starts again)",
                 )
             fresh = True
-        work = Path(tempfile.mkdtemp(prefix=".build-", dir=directory))
-        target = work / WAREHOUSE_FILE
-        try:
+        plan = None
+        if not (fresh or full_refresh or select):
+            plan = plan_build(p, current)
+            say(f"== warehouse: {plan.reason}")
+            if plan.selectors == []:
+                return _unchanged(current, key, started)
+        inputs = None if select else (plan.inputs if plan else input_fingerprints(p))
+        with _scratch(directory) as work:
+            target = work / WAREHOUSE_FILE
+            steps: dict[str, float] = {"plan": time.monotonic() - started}
+            clock = time.monotonic()
             if not fresh:
                 shutil.copy2(current, target)
+            steps["copy"] = time.monotonic() - clock
             mode = "first build" if fresh else ("full refresh" if full_refresh else "incremental")
             say(f"== warehouse: dbt build ({mode}) into {target}")
             args = ["build"]
@@ -1075,8 +1215,12 @@ def build(
                 args.append("--full-refresh")
             if select:
                 args += ["--select", *([select] if isinstance(select, str) else select)]
+            elif plan and plan.selectors:
+                args += ["--select", *plan.selectors]
             build_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
+            clock = time.monotonic()
             result = run_dbt(args, p, database=target, progress=say, build_id=build_id)
+            steps["dbt"] = time.monotonic() - clock
             nodes, problems = _summarise(result)
             if not result.success:
                 raise WarehouseError(
@@ -1093,16 +1237,38 @@ def build(
                 "regenerated": [str(x.relative_to(REPO_ROOT)) for x in regenerated],
                 "key_id": key_id(key),
                 "build_id": build_id,
+                "inputs": inputs,
+                "plan": plan.reason if plan else mode,
                 "built_at": datetime.now(UTC),
                 "seconds": seconds,
+                "steps": steps,  # where build()'s time went: plan, copy, dbt, record and swap
             }
+            clock = time.monotonic()
             _record_build(target, summary)
             os.replace(target, current)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+            steps["record and swap"] = time.monotonic() - clock
+            summary["steps"] = {k: round(v, 2) for k, v in steps.items()}
     say(f"== warehouse: {current} swapped in ({summary['seconds']} s; {nodes})")
     summary["built_at"] = summary["built_at"].isoformat()
     return summary
+
+
+def _unchanged(current: Path, key: bytes, started: float) -> dict:
+    """The summary of a build that had nothing to do: the current warehouse stays as it is."""
+    return {
+        "warehouse": str(current),
+        "mode": "unchanged",
+        "full_refresh": False,
+        "select": "",
+        "nodes": {},
+        "regenerated": [],
+        "key_id": key_id(key),
+        "build_id": None,
+        "inputs": None,
+        "plan": "nothing new in the lake",
+        "built_at": datetime.now(UTC).isoformat(),
+        "seconds": round(time.monotonic() - started, 2),
+    }
 
 
 def docs(where: Paths | str | Path | None = None) -> Path:
@@ -1111,7 +1277,7 @@ def docs(where: Paths | str | Path | None = None) -> Path:
     from a copy of the current warehouse, so analysts' readers are not disturbed."""
     p = _paths(where)
     out = p.warehouse / "docs"
-    with tempfile.TemporaryDirectory(prefix=".docs-", dir=_ensure(p.warehouse)) as tmp:
+    with _build_lock(p.warehouse), _scratch(p.warehouse) as tmp:
         database = Path(tmp) / WAREHOUSE_FILE
         current = p.warehouse / WAREHOUSE_FILE
         if current.exists():
@@ -1137,7 +1303,7 @@ def freshness(where: Paths | str | Path | None = None) -> list[dict]:
     """``dbt source freshness`` over the lake: per dataset, the end of its newest window, the
     age in hours and pass / warn / error against the contract's SLA (error at twice the SLA)."""
     p = _paths(where)
-    with tempfile.TemporaryDirectory(prefix=".freshness-", dir=_ensure(p.warehouse)) as tmp:
+    with _build_lock(p.warehouse), _scratch(p.warehouse) as tmp:
         result = run_dbt(["source", "freshness"], p, database=Path(tmp) / WAREHOUSE_FILE)
     if result.result is None:
         raise WarehouseError(p.lake_root, f"dbt source freshness failed: {result.exception}")

@@ -7,7 +7,9 @@ import csv
 import hashlib
 import hmac
 import json
+import os
 import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from conftest import Built
 
 from etl import warehouse
 from etl.contracts import REPO_ROOT, load_profile
+from etl.settings import paths
 from etl.standards.codes import DEFAULT_EXTRA_ETHNICITY, ETHNICITIES, SECTIONS, SEXES
 from etl.standards.gb32100 import CATEGORIES
 
@@ -62,7 +65,7 @@ def test_builds_succeed_and_swap_in_a_complete_file(built):
         assert set(result["nodes"]) <= {"success", "pass", "warn"}, result["nodes"]
         assert result["regenerated"] == []
     directory = built.home / "warehouse"
-    assert not list(directory.glob(".build-*")), "a build left its work folder behind"
+    assert not (directory / ".build").exists(), "a build left its work folder behind"
     assert not list(directory.glob("*.wal")), "the swapped file must be checkpointed"
     with built.connect() as con:
         builds = con.execute("select full_refresh, key_id from _meta.builds").fetchall()
@@ -89,6 +92,35 @@ def test_a_new_key_needs_a_full_refresh(built, monkeypatch):
     with pytest.raises(warehouse.WarehouseError, match="HMAC key differs"):
         warehouse.build(built.home, progress=None)
     assert built.current.stat().st_mtime_ns == before
+
+
+def test_a_build_runs_only_what_is_downstream_of_what_changed(built):
+    """Nothing new since the last build: the next one runs nothing and keeps the file. A new
+    window selects its dataset's models and what is downstream; new quality results, the
+    models downstream of them. (The lake is put back as it was: other tests read it.)"""
+    where = paths(built.home)
+    assert warehouse.plan_build(where, built.current).selectors == []
+    before = built.current.stat().st_mtime_ns
+    summary = warehouse.build(built.home, progress=None)
+    assert summary["mode"] == "unchanged" and summary["nodes"] == {}
+    assert built.current.stat().st_mtime_ns == before
+
+    resident = built.home / "lake" / "raw" / "public_security" / "resident"
+    landed = sorted(resident.glob("load_date=*"))[-1]
+    late = resident / "load_date=2099-01-01"
+    scorecard = built.home / "lake" / "quality" / "scorecard.parquet"
+    stamp = scorecard.stat()
+    try:
+        shutil.copytree(landed, late)
+        plan = warehouse.plan_build(where, built.current)
+        assert plan.selectors == ["source:public_security.resident+"], plan
+        os.utime(scorecard, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
+        plan = warehouse.plan_build(where, built.current)
+        assert plan.selectors == ["source:public_security.resident+", "source:lake_quality+"]
+    finally:
+        shutil.rmtree(late, ignore_errors=True)
+        os.utime(scorecard, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert warehouse.plan_build(where, built.current).selectors == []
 
 
 def test_full_rebuild_equals_the_incremental_builds(built):
