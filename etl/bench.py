@@ -413,8 +413,23 @@ def child_main(method: str, spec_path: str, out_path: str, children: dict | None
     """Run ``children[method]`` (default this module's) on the spec; write its figures."""
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     result = (children or CHILDREN)[method](spec)
+    result["own_peak_mb"] = _own_peak_mb()
     Path(out_path).write_text(json.dumps(result), encoding="utf-8")
     return 0
+
+
+def _own_peak_mb() -> float | None:
+    """This process's own peak RSS (VmHWM). Linux carries the parent's high-water mark across
+    fork and exec into ``ru_maxrss``, so a child started by a large parent would report the
+    parent's peak; VmHWM belongs to the address space the child made after exec."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return None
 
 
 def run_child(
@@ -432,7 +447,8 @@ def run_child(
     if proc.returncode != 0 or not out_path.exists():
         raise BenchError(f"measurement {method} failed (exit {proc.returncode})")
     result = json.loads(out_path.read_text(encoding="utf-8"))
-    result["peak_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
+    # the child's own high-water mark; ru_maxrss (KiB) where /proc is missing
+    result["peak_mb"] = result.pop("own_peak_mb", None) or usage.ru_maxrss / 1024
     result["rows_per_s"] = result["rows"] / result["seconds"]
     return result
 

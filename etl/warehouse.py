@@ -43,6 +43,7 @@ from pathlib import Path
 
 import yaml
 
+from etl import lake
 from etl.contracts import REPO_ROOT, Column, DatasetContract, SystemContract, load_profile
 from etl.contracts import load_systems as _load_systems
 from etl.errors import CountylakeError
@@ -829,6 +830,10 @@ def dbt_vars(where: Paths | str | Path | None = None) -> dict:
             "timezone": profile.timezone,
         },
         "towns": [{"code": t.code, "name": t.name} for t in profile.towns],
+        "departments": [
+            {"system": s.system, "code": s.department.code, "name": s.department.name}
+            for s in _load_systems()
+        ],
     }
 
 
@@ -978,8 +983,6 @@ def input_fingerprints(p: Paths) -> dict[str, str]:
     """Fingerprints of what a build reads besides the landed windows: the dbt project (models,
     macros, seeds, snapshots, plugins), the county (vars and village table) and the quality
     results ingestion rewrites after every window."""
-    from etl import lake
-
     files = sorted(
         f
         for pattern in PROJECT_FILES
@@ -999,24 +1002,31 @@ def input_fingerprints(p: Paths) -> dict[str, str]:
     return {"project": project, "reference": reference, "quality": _digest(stamps)}
 
 
-def lake_windows(p: Paths) -> set[tuple[str, str, str]]:
-    """(system, dataset, 'YYYY-MM-DD/HHMM') of every landed window holding data, as
+def lake_windows(p: Paths) -> dict[tuple[str, str, str], list[str]]:
+    """The Parquet files of every landed window, by (system, dataset, 'YYYY-MM-DD/HHMM'), as
     ``snapshot_lake_windows()`` (macros/lake.sql) sees them."""
-    from etl import lake
-
     pattern = "raw/*/*/load_date=*/window=*/*.parquet"
     if p.lake_remote:
         fs, root = lake.filesystem(p)
         files = fs.glob(f"{root}/{pattern}")
     else:  # the standard library lists a local folder several times faster than fsspec
         files = glob.glob(f"{glob.escape(str(p.lake))}/{pattern}")
-    found = set()
+    found: dict[tuple[str, str, str], list[str]] = {}
     for path in files:
         parts = _WINDOW_PATH.search(str(path))
         if parts:
             system, dataset, load_date, window = parts.groups()
-            found.add((system, dataset, f"{load_date}/{window}"))
+            found.setdefault((system, dataset, f"{load_date}/{window}"), []).append(str(path))
     return found
+
+
+def _holds_rows(p: Paths, files: list[str]) -> bool:
+    """Whether a window's files hold any row (a snapshot that found no change lands an empty
+    file: nothing for the warehouse to do), from the Parquet footers."""
+    import pyarrow.parquet as pq
+
+    fs = lake.filesystem(p)[0] if p.lake_remote else None
+    return any(pq.ParquetFile(f, filesystem=fs).metadata.num_rows for f in files)
 
 
 _WINDOW_PATH = re.compile(r"/raw/([^/]+)/([^/]+)/load_date=([^/]+)/window=([^/]+)/[^/]+$")
@@ -1049,8 +1059,8 @@ def plan_build(p: Paths, current: Path) -> BuildPlan:
         if before.get(part) != inputs[part]:
             return BuildPlan(None, inputs, f"the {part} changed since the last build")
     new = sorted(
-        {(system, dataset) for system, dataset, window in lake_windows(p)
-         if (model_name(system, dataset), window) not in staged}
+        {(system, dataset) for (system, dataset, window), files in lake_windows(p).items()
+         if (model_name(system, dataset), window) not in staged and _holds_rows(p, files)}
     )  # fmt: skip
     selectors = [f"source:{system}.{dataset}+" for system, dataset in new]
     if before.get("quality") != inputs["quality"]:

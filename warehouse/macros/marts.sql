@@ -6,6 +6,18 @@
     '{{ var("county").code }}000000'
 {%- endmacro %}
 
+{#- The departments of the contracts (var departments: system, code, name) as a relation
+    (system, dept_code, dept_name). -#}
+{% macro departments() -%}
+    select * from (values
+        (cast(null as varchar), cast(null as varchar), cast(null as varchar))
+    {%- for d in var('departments') %},
+        ('{{ d.system }}', '{{ d.code | replace("'", "''") }}', '{{ d.name | replace("'", "''") }}')
+    {%- endfor %}
+    ) as departments(system, dept_code, dept_name)
+    where system is not null
+{%- endmacro %}
+
 {#- Incremental marts over append-only facts, partitioned by a day (or a month).
 
     A partition is recomputed when the fingerprint of its input rows changed: the row count

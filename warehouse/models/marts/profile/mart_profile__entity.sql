@@ -6,13 +6,8 @@
     events. -#}
 
 with departments as (
-    -- each system's department as the ingestion recorded it (its newest name)
-    select
-        system,
-        arg_max(dept_code, window_start) as dept_code,
-        arg_max(dept_name, window_start) as dept_name
-    from {{ ref('stg_quality__rule_results') }}
-    group by system
+    -- each system's department as its contract names it
+    {{ departments() }}
 ),
 
 sightings as (

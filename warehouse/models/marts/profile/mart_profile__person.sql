@@ -1,21 +1,16 @@
 {#- 一人一档：每个人（人员假名）一行——哪些部门、哪些数据集知道这个人，各有多少条记录，最早和最近何时出现 —
     the cross-department profile of each person (one row per person key): which departments
     and datasets know the person, how many current records each holds, first and last seen;
-    with the register's masked identity and town. Departments are named as the ingestion
-    recorded them for each system. Incremental by person: a profile is recomputed when the
+    with the register's masked identity and town. Departments are named as the contracts
+    name them (var departments). Incremental by person: a profile is recomputed when the
     person's sightings or register record change (the day's activity touches a few thousand
     people of hundreds of thousands); only the people this build touched are fingerprinted
     (_meta.touched_people). A department renamed in the contracts needs a full refresh. -#}
 {{ incremental_mart('person_key', 'int_person_sightings', 'person_key') }}
 
 with departments as (
-    -- each system's department as the ingestion recorded it (its newest name)
-    select
-        system,
-        arg_max(dept_code, window_start) as dept_code,
-        arg_max(dept_name, window_start) as dept_name
-    from {{ ref('stg_quality__rule_results') }}
-    group by system
+    -- each system's department as its contract names it
+    {{ departments() }}
 ),
 
 sightings as (
