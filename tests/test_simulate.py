@@ -395,3 +395,28 @@ def test_sqlite_sources_read_typed_with_connectorx(county):
     t = cx.read_sql(url, "SELECT * FROM resident", return_type="arrow")
     assert str(t.schema.field("birth_date").type) == "date32[day]"
     assert str(t.schema.field("updated_at").type).startswith("timestamp")
+
+
+def test_credit_codes_never_repeat_one_issued_before_or_in_the_batch():
+    """Random organisation bodies collide a few dozen times among a scale-5 county's 150,000
+    entities; a repeated code would break the register's key (and PostgreSQL's primary key)."""
+    import numpy as np
+    import pandas as pd
+
+    from etl.simulate.county import County
+
+    county = County(load_profile(), load_systems(), 7, 0.01)
+    kinds = np.array(["92"] * 4)
+    division = np.array(["370322"] * 4)
+    bodies = np.array(["12345678", "12345678", "87654321", "11111111"])
+    county.entities = pd.DataFrame({"credit_code": gb32100_codes(kinds[:1], ["11111111"])})
+    codes = county._unique_credit_codes(kinds, division, bodies, day=3)
+    assert len(set(codes)) == 4 and not set(codes) & set(county.entities["credit_code"])
+    assert all(gb32100.validate(str(c)).valid for c in codes)
+    assert codes[0] == gb32100_codes(kinds[:1], ["12345678"])[0]  # the first keeps its body
+
+
+def gb32100_codes(kinds, bodies):
+    from etl.simulate import codes
+
+    return codes.credit_codes(kinds, ["370322"] * len(kinds), bodies)

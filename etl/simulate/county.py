@@ -451,11 +451,30 @@ class County:
 
     # ------------------------------------------------------------------ entities
 
+    def _unique_credit_codes(
+        self, kinds: np.ndarray, division: np.ndarray, bodies: np.ndarray, day: int
+    ) -> np.ndarray:
+        """Credit codes, new bodies drawn for any that repeat one issued before or in the
+        batch (random 8-character bodies collide a few dozen times among 150,000 entities).
+        The redraws come from a generator of their own, so a county without collisions
+        simulates exactly as before."""
+        known = getattr(self, "entities", None)  # None while the base county is drawn
+        issued = set() if known is None else set(known["credit_code"])
+        credit = codes.credit_codes(kinds, division, bodies)
+        redraw = np.random.default_rng([day, len(bodies)])
+        while True:
+            seen = pd.Series(credit).duplicated().to_numpy() | np.isin(credit, list(issued))
+            if not seen.any():
+                return credit
+            bodies = bodies.copy()
+            bodies[seen] = codes.random_org_bodies(redraw, int(seen.sum()))
+            credit = codes.credit_codes(kinds, division, bodies)
+
     def _new_entities(self, rng, kinds: np.ndarray, day: int) -> pd.DataFrame:
         n = len(kinds)
         code, city = self.profile.code, self.profile.city.code
         division = np.where((kinds == "91") & (rng.random(n) < 0.15), city, code)
-        credit = codes.credit_codes(kinds, division, codes.random_org_bodies(rng, n))
+        credit = self._unique_credit_codes(kinds, division, codes.random_org_bodies(rng, n), day)
         vil = rng.integers(0, len(self.v_code), n)
         alive = self.people[
             (self.people["status"] == "正常")
