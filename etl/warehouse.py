@@ -395,19 +395,11 @@ def render_sources(systems: list[SystemContract]) -> str:
 
 _STAGING_SQL = """\
 {head}
-{{{{ config(
-    materialized='incremental',
-    unique_key={key!r},
-    incremental_strategy='delete+insert',
-    on_schema_change='append_new_columns',
-    post_hook=[{touched_hooks}
-        "{{{{ record_staged_windows('{system}', '{dataset}') }}}}",
-        "delete from {{{{ this }}}} where _op in ('D', 'R')",
-    ],
-) }}}}
-
 -- {how}
--- A build reads only the lake windows this model has not staged yet (_meta.staged_windows).
+{{{{ staging_config('{system}', '{dataset}', key={key!r}{touched}) }}}}
+
+-- A build reads only the lake windows this model has not staged yet (_meta.staged_windows);
+-- macros/staging.sql keeps the newest version of each key.
 with landed as (
     {{{{ landed('{system}', '{dataset}', windows_to_stage('{system}', '{dataset}')) }}}}
 ),
@@ -418,38 +410,7 @@ new_rows as (
     from landed as src
 {join}),
 
-candidates as (
-    select *, false as _before from new_rows
-    {{%- if is_incremental() %}}
-    -- rows staged before under the same key compete with the new ones, so the result
-    -- equals a full rebuild whatever order the windows arrived in
-    union all by name
-    select staged_before.*, true as _before
-    from {{{{ this }}}} as staged_before
-    where exists (select 1 from new_rows where {same_key})
-    {{%- endif %}}
-),
-
-ranked as (
-    select
-        *,
-        row_number() over (partition by {staged_key} order by {staged_order}) as _rank
-    from candidates
-)
-
--- the newest version of each key; a key whose newest version is a delete (_op 'D') is
--- removed by the post-hook
-select * exclude (_before, _rank)
-from ranked
-where _rank = 1
-{{%- if is_incremental() %}}
--- the staged rows a newer version replaces, flagged 'R' for this build: the post-hooks note
--- whose rows changed (a record re-delivered under another person changes both) and remove them
-union all by name
-select * exclude (_before, _rank) replace ('R' as _op, {build} as _staged_in)
-from ranked
-where _rank > 1 and _before
-{{%- endif %}}
+{{{{ staged_versions({key!r}, {order!r}) }}}}
 """
 
 
@@ -476,30 +437,22 @@ def render_staging_sql(system: SystemContract, dataset: DatasetContract) -> str:
         if is_append_only(dataset)
         else f"current state per key ({dataset.incremental.strategy}): I/U/D rows re-state keys"
     )
-    touched = {
-        kind: [
-            key for sys_, ds, _, key, *_ in _sightings([system], standard) if ds == dataset.dataset
-        ]
-        for kind, standard in (("people", PERSON_STANDARD), ("entities", ENTITY_STANDARD))
-    }
-    touched_hooks = "".join(
-        f"\n        \"{{{{ note_touched('{kind}', {columns!r}) }}}}\","
-        for kind, columns in touched.items()
-        if columns
-    )
+    touched = ""  # the staged columns naming people and entities, whose changes are noted
+    for kind, standard in (("people", PERSON_STANDARD), ("entities", ENTITY_STANDARD)):
+        found = _sightings([system], standard)
+        columns = [column for _, ds, _, column, *_ in found if ds == dataset.dataset]
+        if columns:
+            touched += f", {kind}={columns!r}"
     return _STAGING_SQL.format(
         head=f"{{#- {GENERATED} ({system.system}/{dataset.dataset}) -#}}",
-        touched_hooks=touched_hooks,
-        build=f"getvariable('{BUILD_VARIABLE}')",
+        how=how,
         system=system.system,
         dataset=dataset.dataset,
-        how=how,
         key=key,
+        touched=touched,
         columns=",\n".join(f"        {c.expr} as {c.name}" for c in cols),
         join="".join(f"    {line}\n" for line in join.splitlines()),
-        same_key=" and ".join(f"new_rows.{k} = staged_before.{k}" for k in key),
-        staged_key=", ".join(key),
-        staged_order=", ".join(order),
+        order=order,
     )
 
 
