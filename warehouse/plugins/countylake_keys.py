@@ -17,6 +17,10 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 
 PADS = {"ipad": "COUNTYLAKE_HMAC_IPAD", "opad": "COUNTYLAKE_HMAC_OPAD"}
 BUILD = "COUNTYLAKE_BUILD_ID"  # rows carry the build that wrote them; its tests read those
+# An optional bound on the build's memory (DuckDB takes up to 80% of the machine by default and
+# spills beyond a bound; at scale 5 a 1.5 GB bound was too tight for the register's snapshot
+# beside a mart: "failed to pin block")
+MEMORY = "COUNTYLAKE_DUCKDB_MEMORY"
 
 
 class Plugin(BasePlugin):
@@ -36,3 +40,6 @@ class Plugin(BasePlugin):
         build = os.environ.get(BUILD)
         if build:
             conn.execute("SET VARIABLE countylake_build = ?", [build])
+        memory = os.environ.get(MEMORY)
+        if memory:
+            conn.execute("SET memory_limit = ?", [memory])
