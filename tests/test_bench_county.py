@@ -12,16 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.test_bench import _postgres_listening
+from conftest import require_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.integration
 def test_bench_county_reports_every_stage_beside_its_anchor(tmp_path):
-    if not _postgres_listening():
-        pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432 (etl.bench_county needs it)")
+    require_server(5432, "PostgreSQL (etl.bench_county's department databases)")
     env = {**os.environ, "COUNTYLAKE_HOME": str(tmp_path / "home")}
     env.pop("COUNTYLAKE_SCHEMAS", None)
     command = [sys.executable, "-m", "etl.bench_county", "--scales", "0.01", "--history-days",
