@@ -1204,12 +1204,12 @@ def build(
                 "plan": plan.reason if plan else mode,
                 "built_at": datetime.now(UTC),
                 "seconds": seconds,
-                "steps": steps,  # where build()'s time went: plan, copy, dbt, record and swap
             }
             clock = time.monotonic()
             _record_build(target, summary)
             os.replace(target, current)
             steps["record and swap"] = time.monotonic() - clock
+            # where build()'s time went: plan, copy, dbt, record and swap
             summary["steps"] = {k: round(v, 2) for k, v in steps.items()}
     say(f"== warehouse: {current} swapped in ({summary['seconds']} s; {nodes})")
     summary["built_at"] = summary["built_at"].isoformat()
@@ -1282,8 +1282,3 @@ def freshness(where: Paths | str | Path | None = None) -> list[dict]:
             }
         )
     return rows
-
-
-def _ensure(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
