@@ -90,7 +90,7 @@ TARGET_PEAK_SCALE = 5.0
 # stage -> (method key, label) of the project's own measurement and of its anchor (and baseline)
 STAGES = {
     "extraction": {
-        "project": ("connector", "connectorx Arrow stream of SqlSource's query (etl.sources.sql)"),
+        "project": ("connector", "ADBC Arrow stream of SqlSource's query (etl.sources.sql)"),
         "anchor": ("copy_binary", "psycopg COPY binary of the same queries, bytes only"),
         "baseline": ("read_sql", "pandas.read_sql, SQLAlchemy + psycopg (on a subset)"),
     },

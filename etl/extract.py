@@ -32,6 +32,7 @@ from etl.errors import CountylakeError
 from etl.ledger import Ledger
 from etl.settings import Paths, paths
 from etl.sources import ReadPlan, ReadReport, open_source
+from etl.sources.base import read_ahead
 from etl.validate import Validator, lake_schema
 
 OP_BY_STRATEGY = {"watermark": "U", "append_id": "I", "new_files": "I", "snapshot": None}
@@ -184,7 +185,7 @@ def _stream(source, dataset: DatasetContract, plan: ReadPlan, staged: Staged, wh
     bad_writer = None
     landed = LakeFiles(staged.dir, schema)
     try:
-        for chunk in source.read(plan, report):
+        for chunk in read_ahead(source.read(plan, report)):
             staged.rows_read += chunk.batch.num_rows
             for f in chunk.batch.schema:
                 report.source_types.setdefault(f.name, str(f.type))

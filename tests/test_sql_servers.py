@@ -45,3 +45,20 @@ def test_server_sources_land_like_sqlite(home, target, port, sqlite_counts):
 
     for row in Ledger(home / "state" / "ledger.duckdb").latest():
         assert row["source"].startswith(scheme), row["source"]
+
+
+@pytest.mark.integration
+def test_postgres_numeric_and_json_arrive_as_plain_text():
+    """ADBC wraps NUMERIC and JSONB in extension types; the validator must see text it can cast."""
+    require_server(5432, "postgres")
+    import pyarrow as pa
+
+    from etl.sources.sql import stream_query
+
+    table = stream_query(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        "SELECT 1234.50::numeric(18,2) AS amount, '{\"a\": 1}'::jsonb AS detail, "
+        "'高青'::text AS town",
+    ).read_all()
+    assert table.schema.types == [pa.string(), pa.string(), pa.string()]
+    assert table.to_pylist() == [{"amount": "1234.50", "detail": '{"a": 1}', "town": "高青"}]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -93,3 +95,50 @@ def columns_to_read(
     report.missing_columns.update(missing)
     keep = [c for c in wanted if c not in missing]
     return keep + (added if policy == "evolve" else []), None
+
+
+_DONE = object()
+
+
+def read_ahead(chunks: Iterator[Chunk], depth: int = 1) -> Iterator[Chunk]:
+    """``chunks``, produced in a thread of their own while the caller works on the last one.
+
+    The decoders (ADBC, connectorx, pyarrow's CSV reader) release the GIL, so on two cores the
+    source decodes the next batch while this one is validated. At most ``depth`` chunks wait,
+    which bounds memory; the source's error is raised here, where it would have been; closing
+    this generator stops the reading thread and closes the source.
+    """
+    waiting: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def hand_over(item) -> bool:
+        while not stop.is_set():
+            try:
+                waiting.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not hand_over(chunk):
+                    break
+        except BaseException as exc:  # handed to the consumer, raised there
+            hand_over(exc)
+            return
+        finally:
+            getattr(chunks, "close", lambda: None)()
+        hand_over(_DONE)
+
+    reader = threading.Thread(target=produce, name="source-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while (item := waiting.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()

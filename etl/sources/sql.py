@@ -1,5 +1,10 @@
 """SQL department systems (SQLite, PostgreSQL, MariaDB/MySQL and the domestic databases that
-speak their protocols), streamed as Arrow record batches by connectorx: no row cursors."""
+speak their protocols), streamed as Arrow record batches: no row cursors.
+
+PostgreSQL is read through ADBC's libpq driver, which asks for binary ``COPY`` and decodes it
+into Arrow in C; on the county's tables it needs about a third less CPU than connectorx, and
+CPU is what a two-core county server runs out of. MySQL/MariaDB and SQLite go through
+connectorx."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import connectorx as cx
+import pyarrow as pa
 
 from etl.connections import redact
 from etl.contracts import DatasetContract, SystemContract
@@ -15,6 +21,9 @@ from etl.errors import SourceError
 from etl.sources.base import Chunk, ReadPlan, ReadReport, columns_to_read
 
 BATCH_ROWS = 131_072
+# ADBC sizes its batches in bytes (16 MB by default); 8 MB keeps the batches in flight (read
+# ahead, validated, queued for Parquet) within the extraction's memory budget.
+BATCH_BYTES = str(8 << 20)
 _SCHEMES = {
     "postgresql": "postgresql",
     "postgres": "postgresql",
@@ -24,7 +33,7 @@ _SCHEMES = {
 }
 
 
-def connectorx_url(url: str) -> str:
+def database_url(url: str) -> str:
     """Accept SQLAlchemy-style URLs (postgresql+psycopg://, mariadb+pymysql://) too."""
     scheme, _, rest = url.partition("://")
     base = _SCHEMES.get(scheme.split("+")[0])
@@ -41,15 +50,57 @@ def quote(name: str, url: str) -> str:
     return f"`{name}`" if url.startswith("mysql") else f'"{name}"'
 
 
-def stream_query(url: str, query: str, batch_rows: int = BATCH_ROWS):
-    """A pyarrow RecordBatchReader over the query's result."""
+def stream_query(url: str, query: str, batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
+    """A pyarrow RecordBatchReader over the query's result (``url`` as ``database_url``
+    gives it)."""
+    if url.startswith("postgresql://"):
+        return _postgres_stream(url, query)
     return cx.read_sql(url, query, return_type="arrow_stream", batch_size=batch_rows)
+
+
+def _postgres_stream(url: str, query: str) -> pa.RecordBatchReader:
+    """ADBC's stream of ``query``; the connection closes when the stream ends or is dropped."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    connection = adbc.connect(url)
+    try:
+        cursor = connection.cursor()
+        cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": BATCH_BYTES})
+        cursor.execute(query)
+        reader = cursor.fetch_record_batch()
+    except BaseException:
+        connection.close()
+        raise
+
+    schema = pa.schema([_storage_field(f) for f in reader.schema])
+
+    def batches():
+        try:
+            for batch in reader:
+                yield pa.RecordBatch.from_arrays(
+                    [_storage(column) for column in batch.columns], schema=schema
+                )
+        finally:
+            cursor.close()
+            connection.close()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _storage_field(f: pa.Field) -> pa.Field:
+    """ADBC wraps NUMERIC and JSON text in extension types; the validator types plain text."""
+    kind = f.type.storage_type if isinstance(f.type, pa.BaseExtensionType) else f.type
+    return pa.field(f.name, kind, f.nullable)
+
+
+def _storage(column: pa.Array) -> pa.Array:
+    return column.storage if isinstance(column.type, pa.BaseExtensionType) else column
 
 
 class SqlSource:
     def __init__(self, system: SystemContract, dataset: DatasetContract, url: str):
         self.system, self.dataset = system, dataset
-        self.url = connectorx_url(url)
+        self.url = database_url(url)
         self.table = dataset.table
 
     def describe(self) -> str:
@@ -75,10 +126,10 @@ class SqlSource:
                         "the file is damaged or was replaced; restore it",
                     )
         try:
-            return cx.read_sql(self.url, query, return_type="arrow")
+            return stream_query(self.url, query).read_all()
         except (KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
-        except BaseException as exc:  # connectorx raises RuntimeError, or panics
+        except BaseException as exc:  # connectorx raises RuntimeError or panics; ADBC its Error
             raise SourceError(
                 self.describe(),
                 f"{what} failed: {_first_line(exc)}",
@@ -147,7 +198,7 @@ class SqlSource:
             raise
         except (KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
-        except BaseException as exc:  # connectorx panics surface as pyo3 PanicException
+        except BaseException as exc:  # connectorx panics surface as pyo3 PanicException; ADBC Error
             raise SourceError(self.describe(), f"reading failed: {_first_line(exc)}") from exc
 
 
