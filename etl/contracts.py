@@ -572,7 +572,21 @@ def schemas_root() -> Path:
     return Path(os.environ.get("COUNTYLAKE_SCHEMAS", REPO_ROOT / "schemas"))
 
 
+_PARSED_YAML: dict[tuple[str, int, int], dict] = {}
+
+
 def _read_yaml(path: Path) -> dict:
+    """The file's mapping, parsed once per version of the file: a pipeline step reads the
+    contracts several times, and YAML parsing was most of a quiet dataset run's own work.
+    Callers must not change the mapping."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _PARSED_YAML:
+        _PARSED_YAML[key] = _parse_yaml(path)
+    return _PARSED_YAML[key]
+
+
+def _parse_yaml(path: Path) -> dict:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:

@@ -10,11 +10,13 @@ import json
 import random
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+
+from etl.duck import attached
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -58,29 +60,34 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_SCHEMA_APPLIED: set[tuple[str, str]] = set()  # (file, schema) this process has set up
+
+
 @contextmanager
 def open_state_file(
     path: Path, schema: str, read_only: bool = False
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived connection to a DuckDB state file, waiting while another process holds
-    its write lock, with ``schema`` applied when writing."""
+    its write lock, with ``schema`` applied the first time this process writes to it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if read_only and not path.exists():
         read_only = False
-    for attempt in range(60):
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            break
-        except duckdb.IOException as exc:  # another process holds the write lock
-            if "lock" not in str(exc).lower() or attempt == 59:
-                raise
-            time.sleep(0.1 + random.random() * 0.4)
-    try:
-        if not read_only:
+    key = (str(path.resolve()), schema)
+    if not path.exists():
+        _SCHEMA_APPLIED.discard(key)
+    with ExitStack() as stack:
+        for attempt in range(60):
+            try:
+                con = stack.enter_context(attached(path, read_only=read_only))
+                break
+            except duckdb.IOException as exc:  # another process holds the write lock
+                if "lock" not in str(exc).lower() or attempt == 59:
+                    raise
+                time.sleep(0.1 + random.random() * 0.4)
+        if not read_only and key not in _SCHEMA_APPLIED:
             con.execute(schema)
+            _SCHEMA_APPLIED.add(key)
         yield con
-    finally:
-        con.close()
 
 
 class Ledger:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
-
 from etl.contracts import DatasetContract
+from etl.duck import scratch
 from etl.settings import Paths
 from etl.validate import lake_schema
 
@@ -50,7 +49,7 @@ def diff_with_previous(where: Paths, staged, dataset: DatasetContract) -> None:
         + "))"
     )
     on = " AND ".join(f"cur.{k} = base.{k}" for k in keys)
-    con = duckdb.connect(config={"threads": 2})
+    con = scratch()
     try:
         con.register("nothing", lake_schema(dataset).empty_table())
         files = "[" + ", ".join(_lit(p) for p in full) + "]"

@@ -21,13 +21,13 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl import standards
 from etl.contracts import Column, DatasetContract
+from etl.duck import scratch
 from etl.rules import Rule, rules_for
 from etl.sources.base import Chunk
 from etl.standards import StandardContext, gb11643, gb32100, phone
@@ -260,7 +260,7 @@ class Validator:
         self.unique = next(r for r in self.rules if r.kind == "unique")
         self.tally = Tally()
         self._seen = SeenKeys()
-        self._con = duckdb.connect(config={"threads": 1})
+        self._con = scratch()
         self._columns = {c.name: c for c in dataset.columns}
         self._known = {c.at_source for c in dataset.columns}
         self.time_column = event_time_column(dataset)
