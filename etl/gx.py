@@ -406,11 +406,12 @@ def _validation_result(
 def write_data_docs(home: Path | str, runs: list[dict]) -> Path:
     """Data Docs of runs the engine already judged (shaped as ``etl.quality.docs_runs`` gives
     them): each run is stored as a validation result of its dataset's suite in a file context
-    under ``<home>/quality/gx`` and rendered under ``<home>/quality/docs``; only those pages,
-    the suites' and the index are rebuilt. A run is keyed by its attempt, so writing it again
-    replaces its page. Runs of datasets no longer in the contracts are skipped. Returns the
-    index page."""
+    under ``<home>/quality/gx`` and rendered under ``<home>/quality/docs``. A landed attempt's
+    results never change, so only runs not yet stored, suites whose rules changed and the
+    index are rendered; with neither, nothing is. Runs of datasets no longer in the contracts
+    are skipped. Returns the index page."""
     root = Path(home) / "quality"
+    index = root / "docs" / "index.html"
     context = gx.get_context(mode="file", project_root_dir=root)
     sites = context.list_data_docs_sites()
     for name in set(sites) - {DOCS_SITE}:
@@ -421,10 +422,15 @@ def write_data_docs(home: Path | str, runs: list[dict]) -> Path:
         context.add_data_docs_site(DOCS_SITE, DOCS_SITE_CONFIG)
 
     suites = {suite_name(d): suite_for(d) for s in load_systems() for d in s.datasets}
+    rendered_suites = root / "gx" / "suites.rendered.json"  # suite name -> its JSON, last built
+    before = json.loads(rendered_suites.read_text()) if rendered_suites.exists() else {}
+    now = {name: json.dumps(suite.to_json_dict(), sort_keys=True) for name, suite in suites.items()}
     changed: list = []
-    for suite in suites.values():
-        context.suites.add_or_update(suite)
-        changed.append(ExpectationSuiteIdentifier(name=suite.name))
+    for name, suite in suites.items():
+        if before.get(name) != now[name] or not index.exists():
+            context.suites.add_or_update(suite)
+            changed.append(ExpectationSuiteIdentifier(name=suite.name))
+    store = context.validation_results_store
     for run in runs:
         suite = suites.get(f"{run['system']}.{run['dataset']}")
         if suite is None:
@@ -438,7 +444,11 @@ def write_data_docs(home: Path | str, runs: list[dict]) -> Path:
             run_id=run_id,
             batch_identifier=window.strftime("window-%Y%m%dT%H%M%SZ"),  # no "+": it is a URL
         )
-        context.validation_results_store.set(key, _validation_result(suite, run, run_id))
+        if store.has_key(key) and index.exists():
+            continue
+        store.set(key, _validation_result(suite, run, run_id))
         changed.append(key)
-    context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=changed)
-    return root / "docs" / "index.html"
+    if changed:
+        context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=changed)
+    rendered_suites.write_text(json.dumps(now, ensure_ascii=False))
+    return index

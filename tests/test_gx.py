@@ -242,3 +242,17 @@ def test_stored_results_carry_counts_and_reasons(docs):
             assert got["element_count"] == given["checked"]
             assert got["unexpected_count"] == given["failed"]
             assert got["details"]["reasons"] == given["reasons"]
+
+
+def test_a_later_night_renders_only_its_new_run_and_the_index_keeps_every_run(tmp_path):
+    runs = engine_runs()
+    egx.write_data_docs(tmp_path, runs[:-1])
+    stored = {p: p.stat().st_mtime_ns for p in (tmp_path / "quality" / "gx").rglob("*.json")}
+    index = egx.write_data_docs(tmp_path, runs)  # the night after: one run more
+    listing = index.read_text(encoding="utf-8")
+    for run in runs:
+        (page,) = run_pages(tmp_path, run)
+        assert page.relative_to(index.parent).as_posix() in listing
+    for path, written in stored.items():
+        if "validations" in path.parts:
+            assert path.stat().st_mtime_ns == written, f"{path} was written again"
