@@ -346,6 +346,7 @@ def status_rows(where: Paths | str | Path | None = None, pending_changes: bool =
 
 def _pending_changes(exchange, resource, where: Paths, state: UplinkState) -> str:
     from etl.uplink.changes import changes, read_outgoing
+    from etl.uplink.package import op_counts
 
     try:
         secret = exchange_secret(exchange, resource, where)
@@ -356,11 +357,10 @@ def _pending_changes(exchange, resource, where: Paths, state: UplinkState) -> st
         diff = changes(outgoing, columns, resource.key, accepted, resource.source)
     except UplinkError as exc:
         return f"source not readable: {exc.reason}"
-    ops = diff.column("_op").to_pylist()
-    if not ops:
+    if not diff.num_rows:
         return ""
-    counts = ", ".join(f"{op} {ops.count(op)}" for op in ("I", "U", "D") if ops.count(op))
-    return f"{len(ops)} changed rows not yet sent ({counts})"
+    counts = ", ".join(f"{op} {n}" for op, n in op_counts(diff.column("_op")).items() if n)
+    return f"{diff.num_rows} changed rows not yet sent ({counts})"
 
 
 # --------------------------------------------------------------------------- reference receivers

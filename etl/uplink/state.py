@@ -178,45 +178,43 @@ class UplinkState:
                     package["package_id"],
                 ],
             )
-            if rejected:
-                keys = dict(
-                    con.execute(
-                        "SELECT _row_no, _key FROM read_parquet(?)", [str(rows_file)]
-                    ).fetchall()
-                )
-                ops = dict(
-                    con.execute(
-                        "SELECT _row_no, _op FROM read_parquet(?)", [str(rows_file)]
-                    ).fetchall()
-                )
-                con.executemany(
-                    "INSERT OR REPLACE INTO uplink_rejected_rows VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        [
-                            package["package_id"],
-                            package["exchange"],
-                            package["resource"],
-                            n,
-                            keys.get(n),
-                            ops.get(n),
-                            json.dumps(e.get("errors", []), ensure_ascii=False),
-                        ]
-                        for n, e in rejected.items()
-                    ],
-                )
+            self._note_rejected(con, package, rows_file, rejected)
             if reconciled and status in ("ACCEPTED", "PARTIAL"):
-                self._advance(con, package, rows_file, sorted(rejected))
+                self._advance(con, package, rows_file)
             con.execute("COMMIT")
         return self.package(package["package_id"])
 
     @staticmethod
-    def _advance(con, package: dict, rows_file: Path, rejected: list[int]) -> None:
-        """The accepted snapshot moves by every row the exchange accepted: I/U rows take their
-        new digest, D rows leave it. Rejected rows keep their last accepted state, so the next
-        delivery sends them again."""
-        con.execute("CREATE OR REPLACE TEMP TABLE _rejected (row_no BIGINT)")
+    def _note_rejected(con, package: dict, rows_file: Path, rejected: dict[int, dict]) -> None:
+        """Keep the rejected rows with their key and operation, looked up in the package's own
+        rows by a join (temp table ``_rejected``, which ``_advance`` reads too), not by loading
+        every row of the package."""
+        import pyarrow as pa
+
+        errors = pa.table(
+            {
+                "row_no": pa.array(list(rejected), pa.int64()),
+                "errors": [
+                    json.dumps(e.get("errors", []), ensure_ascii=False) for e in rejected.values()
+                ],
+            }
+        )
+        con.register("_receipt_errors", errors)
+        con.execute("CREATE OR REPLACE TEMP TABLE _rejected AS SELECT * FROM _receipt_errors")
+        con.unregister("_receipt_errors")
         if rejected:
-            con.executemany("INSERT INTO _rejected VALUES (?)", [[n] for n in rejected])
+            con.execute(
+                "INSERT OR REPLACE INTO uplink_rejected_rows SELECT ?, ?, ?, r.row_no, p._key, "
+                "p._op, r.errors FROM _rejected r LEFT JOIN (SELECT _row_no, _key, _op FROM "
+                "read_parquet(?)) p ON p._row_no = r.row_no",
+                [package["package_id"], package["exchange"], package["resource"], str(rows_file)],
+            )
+
+    @staticmethod
+    def _advance(con, package: dict, rows_file: Path) -> None:
+        """The accepted snapshot moves by every row the exchange accepted (all but those in
+        ``_rejected``): I/U rows take their new digest, D rows leave it. Rejected rows keep
+        their last accepted state, so the next delivery sends them again."""
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _taken AS SELECT _key, _digest, _op "
             "FROM read_parquet(?) WHERE _row_no NOT IN (SELECT row_no FROM _rejected)",
