@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -249,7 +248,7 @@ def data_batches(name: str, data: bytes | Path, manifest: dict) -> Iterator[pa.R
     """A data file of a package (its bytes or its path) as Arrow record batches of at most
     ``BATCH_ROWS`` rows. Parquet keeps its types; CSV cells are read as text (empty = null) and
     typed by the receiver, so a bad cell is that row's error, not the file's."""
-    source = io.BytesIO(data) if isinstance(data, bytes) else str(data)
+    source = pa.BufferReader(data) if isinstance(data, bytes) else str(data)
     if name.endswith(".parquet"):
         yield from pq.ParquetFile(source).iter_batches(batch_size=BATCH_ROWS)
         return
