@@ -153,6 +153,16 @@ def county(home, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture
+def batch_rows(request, monkeypatch) -> int:
+    """Rows per Arrow record batch in the uplinks; a small number splits every package."""
+    from etl.uplink import changes, package, receivers
+
+    for module in (changes, package, receivers):
+        monkeypatch.setattr(module, "BATCH_ROWS", request.param)
+    return request.param
+
+
 @contextmanager
 def exchanges_side(home: Path):
     """The reference receivers of every enabled exchange (the city's and province's side)."""
@@ -321,7 +331,8 @@ def test_no_field_above_its_allowed_grade_ever_leaves_unmasked(county):
 # --------------------------------------------------------------------------- delivery
 
 
-def test_each_delivery_sends_only_what_changed_since_the_last_accepted_package(county):
+@pytest.mark.parametrize("batch_rows", [50_000, 4], indirect=True)
+def test_each_delivery_sends_only_what_changed_since_the_last_accepted_package(county, batch_rows):
     with exchanges_side(county) as sides:
         first = uplink.deliver_all(county, lambda m: None, sides)
         assert {(x["exchange"], x["resource"]): x["I"] for x in first} == {
@@ -500,6 +511,34 @@ def test_corrupted_package_is_rejected_and_its_rows_are_sent_again(county):
         sides["zibo"].process()
         uplink.collect_receipts(exchange, county)
         assert ledger(county).package(again["package_id"])["receipt_status"] == "ACCEPTED"
+        assert len(held(sides["zibo"], resource.code)) == 30
+
+
+@pytest.mark.parametrize("batch_rows", [7], indirect=True)
+def test_rows_out_of_order_over_many_batches_are_checked_and_applied_once(county, batch_rows):
+    """The rows checksum is over the rows in row-number order, wherever the file has them."""
+    import hashlib
+
+    from etl.uplink.package import sign
+
+    exchange = find_exchange("zibo")
+    resource = exchange.resource("people_basic")
+    with exchanges_side(county) as sides:
+        sent = uplink.deliver_resource(exchange, resource, county, sleep=no_sleep)
+        folder = county / "outbox" / "zibo" / "packages" / sent["package_id"]
+        header, *lines = (folder / "data.csv").read_bytes().splitlines(keepends=True)
+        data = header + b"".join(reversed(lines))  # 30 rows, last first, in 5 batches
+        (folder / "data.csv").write_bytes(data)
+        manifest = json.loads((folder / "manifest.json").read_bytes())
+        manifest["files"][0]["sha256"] = hashlib.sha256(data).hexdigest()
+        text = json.dumps(manifest, ensure_ascii=False, indent=2).encode("utf-8")
+        (folder / "manifest.json").write_bytes(text)
+        secret = uplink.exchange_secret(exchange, resource, paths(county))
+        (folder / "manifest.sig").write_text(sign(secret, text) + "\n", encoding="ascii")
+        [receipt] = sides["zibo"].process()
+        assert (receipt["status"], receipt["rows_accepted"]) == ("ACCEPTED", 30)
+        uplink.collect_receipts(exchange, county)
+        assert ledger(county).package(sent["package_id"])["reconciled"]
         assert len(held(sides["zibo"], resource.code)) == 30
 
 
