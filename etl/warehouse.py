@@ -1052,20 +1052,25 @@ def _scratch(directory: Path) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _stored_key_id(path: Path) -> str | None:
+def last_build(path: Path) -> dict:
+    """The latest build recorded in a warehouse file (``_meta.builds``): its ``key_id`` and
+    ``build_id``; empty when the file records none, and no ``build_id`` in a file built before
+    builds had ids. The file is swapped whole by ``build()``, so a reader that finds the same
+    build id finds the same relations."""
     import duckdb
 
     with duckdb.connect(str(path), read_only=True) as con:
-        found = con.execute(
-            "select count(*) from information_schema.tables "
+        columns = {c for (c,) in con.execute(
+            "select column_name from information_schema.columns "
             "where table_schema = '_meta' and table_name = 'builds'"
-        ).fetchone()[0]
-        if not found:
-            return None
+        ).fetchall()}  # fmt: skip
+        wanted = [c for c in ("key_id", "build_id") if c in columns]
+        if not wanted:
+            return {}
         row = con.execute(
-            "select key_id from _meta.builds order by built_at desc limit 1"
+            f"select {', '.join(wanted)} from _meta.builds order by built_at desc limit 1"
         ).fetchone()
-        return row[0] if row else None
+    return dict(zip(wanted, row, strict=True)) if row else {}
 
 
 def _record_build(path: Path, row: dict) -> None:
@@ -1147,7 +1152,7 @@ def build(
             say(f"== warehouse: {len(regenerated)} file(s) regenerated from the contracts")
         key = hmac_key(p)
         current = directory / WAREHOUSE_FILE
-        previous = _stored_key_id(current) if current.exists() else None
+        previous = last_build(current).get("key_id") if current.exists() else None
         fresh = not current.exists()
         if previous is not None and previous != key_id(key):
             if not full_refresh:
