@@ -130,6 +130,20 @@ def change_warehouse(home: Path, *statements: str) -> None:
         con.close()
 
 
+def record_build(home: Path, build_id: str) -> None:
+    """Record a warehouse build in the file as ``etl.warehouse.build`` does when it swaps one in
+    (the tiny warehouse here is written directly, so it records none until told)."""
+    from datetime import UTC, datetime
+
+    from etl.warehouse import _record_build
+
+    _record_build(
+        warehouse_file(home),
+        {"built_at": datetime.now(UTC), "full_refresh": False, "select": "", "key_id": "k",
+         "nodes": {}, "seconds": 1.0, "build_id": build_id, "inputs": None},
+    )  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -381,6 +395,72 @@ def test_each_delivery_sends_only_what_changed_since_the_last_accepted_package(c
     assert len(packages) == 6 + 3  # the third delivery sent nothing
     for p in packages:  # rows sent = rows accepted + rows rejected, per package
         assert p["reconciled"] and p["rows_sent"] == p["rows_accepted"] + p["rows_rejected"]
+
+
+def test_a_night_without_a_new_build_reads_no_mart(county):
+    """The warehouse changes only by swapping in a build. Once the exchange holds the rows of
+    the current build (nothing to send, or a package accepted whole), the next delivery reads
+    no mart; a new build is read and its changes delivered."""
+    record_build(county, "build-1")
+    with exchanges_side(county) as sides:
+        first = uplink.deliver_all(county, lambda m: None, sides)
+        assert {x["receipt"] for x in first} == {"ACCEPTED"}
+        # a change no build recorded: only a delivery that reads the mart would see it
+        change_warehouse(
+            county,
+            "UPDATE base.base_entities SET status = '注销' WHERE entity_name LIKE '%第3农机%'",
+        )
+        quiet = uplink.deliver_all(county, lambda m: None, sides)
+        assert {x["status"] for x in quiet} == {"unchanged"}
+        assert len(ledger(county).packages()) == 6 and not any(x["mart_read"] for x in quiet)
+        rows = uplink.status_rows(county)
+        assert {r["pending"] for r in rows} == {"nothing"}
+
+        record_build(county, "build-2")
+        second = {(x["exchange"], x["resource"]): x for x in uplink.deliver_all(
+            county, lambda m: None, sides)}  # fmt: skip
+        for ex in ("zibo", "shandong"):
+            entity = second[(ex, "entity_basic")]
+            assert (entity["U"], entity["receipt"]) == (1, "ACCEPTED")
+        people = second[("zibo", "people_basic")]
+        assert (people["status"], people["mart_read"]) == ("unchanged", True)
+
+        third = uplink.deliver_all(county, lambda m: None, sides)
+        assert {(x["status"], x["mart_read"]) for x in third} == {("unchanged", False)}
+    assert len(ledger(county).packages()) == 8
+
+
+def test_without_a_new_build_pending_receipts_and_rejected_rows_are_still_delivered(
+    county, monkeypatch
+):
+    record_build(county, "build-1")
+    zibo = find_exchange("zibo")
+    people, entities = zibo.resource("people_basic"), zibo.resource("entity_basic")
+    change_warehouse(
+        county,
+        "UPDATE base.base_entities SET credit_code = 'BAD' || substr(credit_code, 4) "
+        "WHERE entity_name LIKE '%第5农机%'",
+    )
+    with exchanges_side(county) as sides:
+        # a package waiting for its receipt is sent again, not skipped
+        sent = uplink.deliver_resource(zibo, people, county, sleep=no_sleep)
+        again = uplink.deliver_resource(zibo, people, county, sleep=no_sleep)
+        assert again["package_id"] == sent["package_id"] and again["attempts"] == 2
+        partial = uplink.deliver_resource(zibo, entities, county, sleep=no_sleep)
+        sides["zibo"].process()
+        uplink.collect_receipts(zibo, county)
+        assert ledger(county).package(partial["package_id"])["receipt_status"] == "PARTIAL"
+
+        # the rejected row is read and sent again although no build came
+        resent = uplink.deliver_resource(zibo, entities, county, sleep=no_sleep)
+        assert resent["rows_sent"] == 1 and resent["package_id"] != partial["package_id"]
+        done = uplink.deliver_resource(zibo, people, county, sleep=no_sleep)
+        assert (done["status"], done["mart_read"]) == ("unchanged", False)
+
+        # another pseudonym key means other outgoing rows from the same build: read again
+        monkeypatch.setenv("COUNTYLAKE_SECRET_ZIBO_EXCHANGE", "another-shared-secret-0123456789")
+        rekeyed = uplink.deliver_resource(zibo, people, county, sleep=no_sleep)
+        assert (rekeyed["I"], rekeyed["D"]) == (30, 30)
 
 
 def test_status_shows_last_package_receipt_and_pending(county, capsys):
