@@ -167,11 +167,11 @@ class _Rows:
         items = [c.item for c in columns]
         values = [take(self.values[item], indices) for item in items]
         changed = take(self.change_time, indices)
+        fixed = {"_deleted": False, "_package_id": pid}
         return [
-            {**dict(zip(items, row, strict=True)), "_deleted": False, "_package_id": pid,
-             "_change_time": t}
+            {**dict(zip(items, row, strict=True)), **fixed, "_change_time": t}
             for t, *row in zip(changed, *values, strict=True)
-        ]  # fmt: skip
+        ]
 
 
 @dataclass
@@ -306,8 +306,8 @@ class ReferenceReceiver:
         if not verify_signature(self.secret, manifest_bytes, signature):
             return self._receipt(manifest, "REJECTED", reason="bad manifest signature"), False
         reason = self._check_package(manifest, files)
-        source = self._source(manifest, files, rows)
         if not reason:
+            source = self._source(manifest, files, rows)
             try:
                 seen = self._inspect(manifest, source)
             except _Unreadable as exc:
@@ -409,12 +409,13 @@ class ReferenceReceiver:
             equal = pc.fill_null(pc.equal(rows.batch_id, manifest["package_id"]), False)
             seen.other_batch |= not pc.all(equal, min_count=0).as_py()
             seen.intact &= rows.parsed and rows.row_no is not None
-            if not seen.intact or not rows.size:
+            if not seen.intact:
                 continue
             numbers = rows.row_no
-            in_order = pc.all(pc.less_equal(numbers[:-1], numbers[1:]), min_count=0).as_py()
-            seen.ordered &= in_order and (last is None or last <= numbers[0].as_py())
-            last = numbers[-1].as_py()
+            if rows.size:
+                in_order = pc.all(pc.less_equal(numbers[:-1], numbers[1:]), min_count=0).as_py()
+                seen.ordered &= in_order and (last is None or last <= numbers[0].as_py())
+                last = numbers[-1].as_py()
             seen.checksum.add(*rows.lines(columns))
             errors, good = self._row_errors(code, rows)
             seen.errors += errors
