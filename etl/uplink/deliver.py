@@ -104,25 +104,22 @@ def summary(exchange: ExchangeContract, resource: ExchangeResource, row: dict | 
 def source_version(
     exchange: ExchangeContract, resource: ExchangeResource, where: Paths
 ) -> str | None:
-    """What a resource's outgoing rows are made from: the warehouse build they would be read
-    from, and a digest of how they are made of it (the contract's columns and masks, the
-    exchange's pseudonym key, the code of ``masks`` and ``changes``). None when the warehouse
-    records no build id (a file not swapped in by ``etl.warehouse.build``): whether such a
-    file changed cannot be told, so its marts are always read.
-
-    The build recorded is the latest; a later build may leave the resource's relation as it
-    was, but then the mart is read once more and found unchanged (never the other way)."""
+    """What a resource's outgoing rows are made from: the warehouse build that last changed
+    its relation (``etl.warehouse.build_of``), and a digest of how they are made of it (the
+    contract's columns and masks, the exchange's pseudonym key, the code of ``masks`` and
+    ``changes``). None when the warehouse cannot tell which build that is (a file not swapped
+    in by ``etl.warehouse.build``): then the mart is always read."""
     import hashlib
     import json
 
     import duckdb
 
     from etl.uplink import changes, masks
-    from etl.warehouse import last_build
+    from etl.warehouse import build_of
 
     path = warehouse_path(where)
     try:
-        build_id = last_build(path).get("build_id") if path.exists() else None
+        build_id = build_of(path, resource.source) if path.exists() else None
     except duckdb.Error:  # not readable: read_outgoing will say why
         return None
     if not build_id:
