@@ -743,6 +743,20 @@ def test_outbox_on_any_fsspec_path(county, monkeypatch):
     assert ledger(county).package(line["package_id"])["receipt_status"] == "ACCEPTED"
 
 
+def test_bench_uplink_measures_every_step_of_one_package(tmp_path):
+    """``python -m etl.bench_uplink`` on a small package: each step in its own process, with
+    its own peak, and every row accepted on both receiving sides."""
+    from etl import bench_uplink
+
+    out = tmp_path / "bench.json"
+    assert bench_uplink.main(["--rows", "500", "--work", str(tmp_path), "--json", str(out)]) == 0
+    steps = json.loads(out.read_text())["steps"]
+    assert list(steps) == list(bench_uplink.CHILDREN)
+    assert all(s["rows"] == 500 and s["peak_mb"] > 0 for s in steps.values())
+    for side in ("frontdb_receive", "outbox_receive"):
+        assert (steps[side]["receipt"], steps[side]["accepted"]) == ("ACCEPTED", 500)
+
+
 # --------------------------------------------------------------------------- catalogue, DAGs
 
 
