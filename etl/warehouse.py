@@ -1068,9 +1068,10 @@ def _stored_key_id(path: Path) -> str | None:
         return row[0] if row else None
 
 
-def _record_build(path: Path, row: dict) -> None:
-    """Append the build to ``_meta.builds`` and checkpoint: the file must be complete (no
-    write-ahead log beside it) before it is swapped in."""
+def _record_build(path: Path, row: dict, written: list[str] | None) -> None:
+    """Append the build to ``_meta.builds`` with the relations it wrote (``_written``), and
+    checkpoint: the file must be complete (no write-ahead log beside it) before it is swapped
+    in."""
     import duckdb
 
     with duckdb.connect(str(path)) as con:
@@ -1081,10 +1082,11 @@ def _record_build(path: Path, row: dict) -> None:
         )
         con.execute("alter table _meta.builds add column if not exists build_id varchar")
         con.execute("alter table _meta.builds add column if not exists inputs json")
+        con.execute("alter table _meta.builds add column if not exists relations json")
         con.execute(
             "insert into _meta.builds by name select ? as built_at, ? as full_refresh,"
             " ? as selected, ? as key_id, ? as nodes, ? as seconds, ? as build_id,"
-            " ? as inputs",
+            " ? as inputs, ? as relations",
             [
                 row["built_at"],
                 row["full_refresh"],
@@ -1094,9 +1096,56 @@ def _record_build(path: Path, row: dict) -> None:
                 row["seconds"],
                 row["build_id"],
                 json.dumps(row["inputs"]) if row["inputs"] else None,
+                None if written is None else json.dumps(written),
             ],
         )
         con.execute("checkpoint")
+
+
+def _written(result) -> list[str]:
+    """The relations a build wrote, as ``schema.name``: its models, seeds and snapshots that
+    ran. The new file is a copy of the current one, so every other relation is as it was."""
+    written = set()
+    for r in getattr(result.result, "results", None) or []:
+        node = r.node
+        if node.resource_type in ("model", "seed", "snapshot") and str(r.status) == "success":
+            written.add(f"{node.schema}.{node.alias or node.name}".lower())
+    return sorted(written)
+
+
+def build_of(path: Path, relation: str) -> str | None:
+    """The id of the last build that may have changed ``relation`` (``schema.name``) in a
+    warehouse file: the latest build that wrote it, or that did not record what it wrote (one
+    from before ``relations``); for a view, the latest build (its rows follow what it reads).
+    None when no build id tells (a file not swapped in by ``build()``, a relation no build
+    wrote): then whether the relation changed cannot be known. ``build()`` swaps a file whole,
+    so a reader that finds the same build finds the relation as it was."""
+    import duckdb
+
+    relation = relation.lower()
+    schema, _, name = relation.partition(".")
+    with duckdb.connect(str(path), read_only=True) as con:
+        columns = {c for (c,) in con.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = '_meta' and table_name = 'builds'"
+        ).fetchall()}  # fmt: skip
+        if "build_id" not in columns:
+            return None
+        kind = con.execute(
+            "select table_type from information_schema.tables "
+            "where lower(table_schema) = ? and lower(table_name) = ?",
+            [schema, name],
+        ).fetchone()
+        written = "relations" if "relations" in columns else "null"
+        builds = con.execute(
+            f"select build_id, {written} from _meta.builds order by built_at desc"
+        ).fetchall()
+    if kind is None:
+        return None
+    for build_id, relations in builds:
+        if kind[0] == "VIEW" or relations is None or relation in json.loads(relations):
+            return build_id
+    return None
 
 
 def _summarise(result) -> tuple[dict, list[str]]:
@@ -1206,7 +1255,7 @@ def build(
                 "seconds": seconds,
             }
             clock = time.monotonic()
-            _record_build(target, summary)
+            _record_build(target, summary, _written(result))
             os.replace(target, current)
             steps["record and swap"] = time.monotonic() - clock
             # where build()'s time went: plan, copy, dbt, record and swap

@@ -130,6 +130,22 @@ def change_warehouse(home: Path, *statements: str) -> None:
         con.close()
 
 
+def record_build(home: Path, build_id: str, relations: list[str] | None = None) -> None:
+    """Record a warehouse build that wrote ``relations`` (None: not recorded, as in a build
+    from before they were) as ``etl.warehouse.build`` does when it swaps a file in (the tiny
+    warehouse here is written directly, so it records no build until told)."""
+    from datetime import UTC, datetime
+
+    from etl.warehouse import _record_build
+
+    _record_build(
+        warehouse_file(home),
+        {"built_at": datetime.now(UTC), "full_refresh": False, "select": "", "key_id": "k",
+         "nodes": {}, "seconds": 1.0, "build_id": build_id, "inputs": None},
+        relations,
+    )  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -151,6 +167,16 @@ def county(home, monkeypatch) -> Path:
         "COUNTYLAKE_CONN_SHANDONG_GATEWAY", f"http://127.0.0.1:{free_port()}/shandong"
     )
     return home
+
+
+@pytest.fixture
+def batch_rows(request, monkeypatch) -> int:
+    """Rows per Arrow record batch in the uplinks; a small number splits every package."""
+    from etl.uplink import changes, package, receivers
+
+    for module in (changes, package, receivers):
+        monkeypatch.setattr(module, "BATCH_ROWS", request.param)
+    return request.param
 
 
 @contextmanager
@@ -321,7 +347,8 @@ def test_no_field_above_its_allowed_grade_ever_leaves_unmasked(county):
 # --------------------------------------------------------------------------- delivery
 
 
-def test_each_delivery_sends_only_what_changed_since_the_last_accepted_package(county):
+@pytest.mark.parametrize("batch_rows", [50_000, 4], indirect=True)
+def test_each_delivery_sends_only_what_changed_since_the_last_accepted_package(county, batch_rows):
     with exchanges_side(county) as sides:
         first = uplink.deliver_all(county, lambda m: None, sides)
         assert {(x["exchange"], x["resource"]): x["I"] for x in first} == {
@@ -370,6 +397,73 @@ def test_each_delivery_sends_only_what_changed_since_the_last_accepted_package(c
     assert len(packages) == 6 + 3  # the third delivery sent nothing
     for p in packages:  # rows sent = rows accepted + rows rejected, per package
         assert p["reconciled"] and p["rows_sent"] == p["rows_accepted"] + p["rows_rejected"]
+
+
+def test_a_night_without_a_new_build_reads_no_mart(county):
+    """The warehouse changes only by swapping in a build, which records the relations it
+    wrote. Once the exchange holds the rows of the build that last wrote a resource's relation
+    (nothing to send, or a package accepted whole), the next delivery reads no mart; a build
+    that writes the relation again is read and its changes delivered."""
+    record_build(county, "build-1")  # wrote everything, as far as anyone knows
+    with exchanges_side(county) as sides:
+        first = uplink.deliver_all(county, lambda m: None, sides)
+        assert {x["receipt"] for x in first} == {"ACCEPTED"}
+        # a change no build recorded: only a delivery that reads the mart would see it
+        change_warehouse(
+            county,
+            "UPDATE base.base_entities SET status = '注销' WHERE entity_name LIKE '%第3农机%'",
+        )
+        quiet = uplink.deliver_all(county, lambda m: None, sides)
+        assert {x["status"] for x in quiet} == {"unchanged"}
+        assert len(ledger(county).packages()) == 6 and not any(x["mart_read"] for x in quiet)
+        rows = uplink.status_rows(county)
+        assert {r["pending"] for r in rows} == {"nothing"}
+
+        record_build(county, "build-2", ["base.base_entities", "marts.mart_quality__scorecard"])
+        second = {(x["exchange"], x["resource"]): x for x in uplink.deliver_all(
+            county, lambda m: None, sides)}  # fmt: skip
+        for ex in ("zibo", "shandong"):
+            entity = second[(ex, "entity_basic")]
+            assert (entity["U"], entity["receipt"]) == (1, "ACCEPTED")
+        others = [x for key, x in second.items() if key[1] != "entity_basic"]
+        assert {(x["status"], x["mart_read"]) for x in others} == {("unchanged", False)}
+
+        third = uplink.deliver_all(county, lambda m: None, sides)
+        assert {(x["status"], x["mart_read"]) for x in third} == {("unchanged", False)}
+    assert len(ledger(county).packages()) == 8
+
+
+def test_without_a_new_build_pending_receipts_and_rejected_rows_are_still_delivered(
+    county, monkeypatch
+):
+    record_build(county, "build-1")
+    zibo = find_exchange("zibo")
+    people, entities = zibo.resource("people_basic"), zibo.resource("entity_basic")
+    change_warehouse(
+        county,
+        "UPDATE base.base_entities SET credit_code = 'BAD' || substr(credit_code, 4) "
+        "WHERE entity_name LIKE '%第5农机%'",
+    )
+    with exchanges_side(county) as sides:
+        # a package waiting for its receipt is sent again, not skipped
+        sent = uplink.deliver_resource(zibo, people, county, sleep=no_sleep)
+        again = uplink.deliver_resource(zibo, people, county, sleep=no_sleep)
+        assert again["package_id"] == sent["package_id"] and again["attempts"] == 2
+        partial = uplink.deliver_resource(zibo, entities, county, sleep=no_sleep)
+        sides["zibo"].process()
+        uplink.collect_receipts(zibo, county)
+        assert ledger(county).package(partial["package_id"])["receipt_status"] == "PARTIAL"
+
+        # the rejected row is read and sent again although no build came
+        resent = uplink.deliver_resource(zibo, entities, county, sleep=no_sleep)
+        assert resent["rows_sent"] == 1 and resent["package_id"] != partial["package_id"]
+        done = uplink.deliver_resource(zibo, people, county, sleep=no_sleep)
+        assert (done["status"], done["mart_read"]) == ("unchanged", False)
+
+        # another pseudonym key means other outgoing rows from the same build: read again
+        monkeypatch.setenv("COUNTYLAKE_SECRET_ZIBO_EXCHANGE", "another-shared-secret-0123456789")
+        rekeyed = uplink.deliver_resource(zibo, people, county, sleep=no_sleep)
+        assert (rekeyed["I"], rekeyed["D"]) == (30, 30)
 
 
 def test_status_shows_last_package_receipt_and_pending(county, capsys):
@@ -503,6 +597,34 @@ def test_corrupted_package_is_rejected_and_its_rows_are_sent_again(county):
         assert len(held(sides["zibo"], resource.code)) == 30
 
 
+@pytest.mark.parametrize("batch_rows", [7], indirect=True)
+def test_rows_out_of_order_over_many_batches_are_checked_and_applied_once(county, batch_rows):
+    """The rows checksum is over the rows in row-number order, wherever the file has them."""
+    import hashlib
+
+    from etl.uplink.package import sign
+
+    exchange = find_exchange("zibo")
+    resource = exchange.resource("people_basic")
+    with exchanges_side(county) as sides:
+        sent = uplink.deliver_resource(exchange, resource, county, sleep=no_sleep)
+        folder = county / "outbox" / "zibo" / "packages" / sent["package_id"]
+        header, *lines = (folder / "data.csv").read_bytes().splitlines(keepends=True)
+        data = header + b"".join(reversed(lines))  # 30 rows, last first, in 5 batches
+        (folder / "data.csv").write_bytes(data)
+        manifest = json.loads((folder / "manifest.json").read_bytes())
+        manifest["files"][0]["sha256"] = hashlib.sha256(data).hexdigest()
+        text = json.dumps(manifest, ensure_ascii=False, indent=2).encode("utf-8")
+        (folder / "manifest.json").write_bytes(text)
+        secret = uplink.exchange_secret(exchange, resource, paths(county))
+        (folder / "manifest.sig").write_text(sign(secret, text) + "\n", encoding="ascii")
+        [receipt] = sides["zibo"].process()
+        assert (receipt["status"], receipt["rows_accepted"]) == ("ACCEPTED", 30)
+        uplink.collect_receipts(exchange, county)
+        assert ledger(county).package(sent["package_id"])["reconciled"]
+        assert len(held(sides["zibo"], resource.code)) == 30
+
+
 def test_partial_acceptance_keeps_and_reports_rejected_rows(county):
     exchange = find_exchange("zibo")
     resource = exchange.resource("entity_basic")
@@ -619,6 +741,20 @@ def test_outbox_on_any_fsspec_path(county, monkeypatch):
         assert receipt["status"] == "ACCEPTED"
         assert uplink.collect_receipts(exchange, county) == []
     assert ledger(county).package(line["package_id"])["receipt_status"] == "ACCEPTED"
+
+
+def test_bench_uplink_measures_every_step_of_one_package(tmp_path):
+    """``python -m etl.bench_uplink`` on a small package: each step in its own process, with
+    its own peak, and every row accepted on both receiving sides."""
+    from etl import bench_uplink
+
+    out = tmp_path / "bench.json"
+    assert bench_uplink.main(["--rows", "500", "--work", str(tmp_path), "--json", str(out)]) == 0
+    steps = json.loads(out.read_text())["steps"]
+    assert list(steps) == list(bench_uplink.CHILDREN)
+    assert all(s["rows"] == 500 and s["peak_mb"] > 0 for s in steps.values())
+    for side in ("frontdb_receive", "outbox_receive"):
+        assert (steps[side]["receipt"], steps[side]["accepted"]) == ("ACCEPTED", 500)
 
 
 # --------------------------------------------------------------------------- catalogue, DAGs

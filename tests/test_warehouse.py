@@ -123,6 +123,47 @@ def test_a_build_runs_only_what_is_downstream_of_what_changed(built):
     assert warehouse.plan_build(where, built.current).selectors == []
 
 
+def test_an_incremental_build_records_the_relations_it_wrote(built):
+    """What each build wrote is in _meta.builds, so a reader (the uplinks) can tell the last
+    build that changed a relation: the date dimension comes from the county's vars, not the
+    lake, so day 2's incremental build left it as day 1's build wrote it."""
+    with built.connect(built.incremental) as con:
+        rows = con.execute("select relations from _meta.builds order by built_at").fetchall()
+    first, second = [set(json.loads(r)) for (r,) in rows]
+    assert {"base.dim_date", "base.base_people", "reference.code_sex"} <= first
+    assert "base.base_people" in second and "base.dim_date" not in second
+    assert second < first
+    build_of = warehouse.build_of
+    assert build_of(built.incremental, "base.dim_date") == built.first["build_id"]
+    assert build_of(built.incremental, "base.base_people") == built.second["build_id"]
+    assert build_of(built.current, "base.dim_date") == built.full["build_id"]
+
+
+def test_build_of_a_relation_is_the_last_incremental_build_that_may_have_changed_it(tmp_path):
+    """Unknown is never 'unchanged': a build that did not record what it wrote may have
+    written anything, a view follows the latest build, and a relation no build wrote (or a
+    file no build made) has no build."""
+    from datetime import UTC, datetime, timedelta
+
+    path = tmp_path / "county.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema s; create table s.t (x int); create table s.u (x int)")
+        con.execute("create table s.w (x int); create view s.v as select * from s.t")
+    assert warehouse.build_of(path, "s.t") is None
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    row = {"full_refresh": False, "select": "", "key_id": "k", "nodes": {}, "seconds": 1.0}
+    for n, written in enumerate([None, ["s.t"], ["s.u"]], start=1):
+        at = start + timedelta(days=n)
+        warehouse._record_build(
+            path, {**row, "built_at": at, "build_id": f"b{n}", "inputs": None}, written
+        )
+    of = {r: warehouse.build_of(path, r) for r in ("s.t", "S.U", "s.w", "s.v", "s.gone")}
+    assert of == {"s.t": "b2", "S.U": "b3", "s.w": "b1", "s.v": "b3", "s.gone": None}
+    with duckdb.connect(str(path)) as con:
+        con.execute("delete from _meta.builds where build_id = 'b1'")
+    assert warehouse.build_of(path, "s.w") is None
+
+
 def test_full_rebuild_equals_the_incremental_builds(built):
     con = duckdb.connect()
     con.execute(f"attach '{built.incremental}' as incremental (read_only)")

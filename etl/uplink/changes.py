@@ -13,12 +13,18 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from etl.contracts import ExchangeContract, ExchangeResource
 from etl.errors import CountylakeError
 from etl.uplink.masks import OutgoingColumn, mask_function, outgoing_columns
 from etl.validate import ARROW_TYPES
 from etl.validate import SQL_TYPES as DUCKDB_TYPES
+
+# Rows per Arrow record batch wherever the uplinks turn rows into Python values (masks, the
+# rows checksum, database inserts): Python objects exist for one batch at a time, never for a
+# whole resource or package.
+BATCH_ROWS = 50_000
 
 
 class UplinkError(CountylakeError):
@@ -62,13 +68,23 @@ def read_outgoing(
     for c in columns:
         values = data.column(c.name)
         if c.applied_mask != "none":
-            fn = mask_function(c.applied_mask, pseudonym_key)
-            values = pa.array([fn(v) for v in values.to_pylist()], pa.string())
+            values = _masked(values, mask_function(c.applied_mask, pseudonym_key))
         values = values.cast(ARROW_TYPES[c.type])
         if pa.types.is_string(values.type):
-            values = pa.array([None if v == "" else v for v in values.to_pylist()], pa.string())
+            values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
         arrays.append(values)
     return pa.table(arrays, names=[c.name for c in columns]), columns
+
+
+def _masked(values: pa.ChunkedArray, mask) -> pa.ChunkedArray:
+    """A column through a Python mask function, ``BATCH_ROWS`` values at a time (the masks are
+    Python; a whole column of Python strings would cost more than the column itself)."""
+    pieces = [
+        pa.array([mask(v) for v in chunk.slice(start, BATCH_ROWS).to_pylist()], pa.string())
+        for chunk in values.chunks
+        for start in range(0, len(chunk), BATCH_ROWS)
+    ]
+    return pa.chunked_array(pieces, pa.string())
 
 
 def changes(

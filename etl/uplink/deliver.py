@@ -7,7 +7,9 @@ For one exchange and resource:
    have arrived although its sender never heard back), then the very same bytes are sent again
    under the same package id. Otherwise a new package is built from the rows that changed
    since the snapshot the exchange last accepted, and recorded (status ``built``) before the
-   first byte leaves.
+   first byte leaves; unless the exchange holds exactly the outgoing rows of the warehouse's
+   current build already (``source_version``: a delivery of that build found nothing to send,
+   or its package was accepted whole), in which case the mart is not even read.
 2. **Retries with backoff.** ``TransientError`` (nothing arrived) is retried after
    ``backoff_s``, doubling up to ``max_backoff_s``, ``attempts`` times; ``AmbiguousError`` (a
    timeout after sending) first asks for the receipt, then resends the same id, which the
@@ -99,10 +101,66 @@ def summary(exchange: ExchangeContract, resource: ExchangeResource, row: dict | 
     }
 
 
+def source_version(
+    exchange: ExchangeContract, resource: ExchangeResource, where: Paths
+) -> str | None:
+    """What a resource's outgoing rows are made from: the warehouse build that last changed
+    its relation (``etl.warehouse.build_of``), and a digest of how they are made of it (the
+    contract's columns and masks, the exchange's pseudonym key, the code of ``masks`` and
+    ``changes``). None when the warehouse cannot tell which build that is (a file not swapped
+    in by ``etl.warehouse.build``): then the mart is always read."""
+    import hashlib
+    import json
+
+    import duckdb
+
+    from etl.uplink import changes, masks
+    from etl.warehouse import build_of
+
+    path = warehouse_path(where)
+    try:
+        build_id = build_of(path, resource.source) if path.exists() else None
+    except duckdb.Error:  # not readable: read_outgoing will say why
+        return None
+    if not build_id:
+        return None
+    secret = exchange_secret(exchange, resource, where)
+    how = {
+        "source": resource.source,
+        "key": resource.key,
+        "columns": [
+            {**c.column.model_dump(), "applied_mask": c.applied_mask}
+            for c in masks.outgoing_columns(exchange, resource)
+        ],
+        "pseudonym_key": hashlib.sha256(keys.pseudonym_key(secret, exchange.exchange)).hexdigest(),
+    }
+    digest = hashlib.sha256(json.dumps(how, sort_keys=True, default=str).encode())
+    for module in (masks, changes):
+        digest.update(Path(module.__file__).read_bytes())
+    return f"{build_id}/{digest.hexdigest()[:16]}"
+
+
+def _delivered(exchange, resource, where: Paths, state: UplinkState) -> tuple[str | None, bool]:
+    """The resource's source version, and whether the exchange holds exactly its rows (then
+    its mart need not be read: nothing can have changed)."""
+    version = source_version(exchange, resource, where)
+    synced = version is not None and version == state.synced_version(
+        exchange.exchange, resource.resource
+    )
+    return version, synced
+
+
 def _build(
-    exchange: ExchangeContract, resource: ExchangeResource, where: Paths, state: UplinkState
+    exchange: ExchangeContract,
+    resource: ExchangeResource,
+    where: Paths,
+    state: UplinkState,
+    version: str | None,
 ) -> dict | None:
-    """Build and record the next package of a resource, or None when nothing changed."""
+    """Build and record the next package of a resource, or None when nothing changed (then,
+    the accepted snapshot being the outgoing rows at ``version``, it is marked in sync).
+    ``version`` was taken before the mart is read: a build swapped in meanwhile makes the mark
+    older than the rows read, so they are read again next time, never skipped wrongly."""
     from etl.uplink.changes import changes, read_outgoing
     from etl.uplink.package import build_package
 
@@ -114,6 +172,8 @@ def _build(
         outgoing, columns, resource.key, accepted, f"{resource.source} -> {exchange.exchange}"
     )
     if rows.num_rows == 0:
+        if version:
+            state.mark_synced(exchange.exchange, resource.resource, version)
         return None
     profile = load_profile()
     now = datetime.now(ZoneInfo(profile.timezone)).replace(microsecond=0)
@@ -148,6 +208,7 @@ def _build(
             "rows_delete": ops["D"],
             "rows_sha256": package.manifest["rows_sha256"],
             "path": str(directory),
+            "source_version": version,
         }
     )
     return state.package(package_id)
@@ -211,13 +272,12 @@ def _deliver_locked(exchange, resource, where: Paths, transport, sleep) -> dict:
             if done:
                 return summary(exchange, resource, done)
         if row is None:
-            row = _build(exchange, resource, where, state)
+            version, delivered = _delivered(exchange, resource, where, state)
+            if delivered:
+                return _unchanged(exchange, resource, state, mart_read=False)
+            row = _build(exchange, resource, where, state, version)
             if row is None:
-                last = state.packages(exchange.exchange)
-                last = [p for p in last if p["resource"] == resource.resource]
-                quiet = {"rows_sent": None, "I": None, "U": None, "D": None, "attempts": None}
-                last_row = last[-1] if last else None
-                return summary(exchange, resource, last_row, status="unchanged", **quiet)
+                return _unchanged(exchange, resource, state, mart_read=True)
         package = Package(Path(row["path"]))
         policy = exchange.retry
         delay = policy.backoff_s
@@ -248,6 +308,21 @@ def _deliver_locked(exchange, resource, where: Paths, transport, sleep) -> dict:
     finally:
         if own and transport is not None:
             transport.close()
+
+
+def _unchanged(exchange, resource, state: UplinkState, mart_read: bool) -> dict:
+    """The line of a resource with nothing to send: its last package, and whether its mart
+    was read to find that out (not when the exchange holds the rows of its current build)."""
+    last = [p for p in state.packages(exchange.exchange) if p["resource"] == resource.resource]
+    quiet = {"rows_sent": None, "I": None, "U": None, "D": None, "attempts": None}
+    return summary(
+        exchange,
+        resource,
+        last[-1] if last else None,
+        status="unchanged",
+        mart_read=mart_read,
+        **quiet,
+    )
 
 
 def collect_receipts(
@@ -346,8 +421,11 @@ def status_rows(where: Paths | str | Path | None = None, pending_changes: bool =
 
 def _pending_changes(exchange, resource, where: Paths, state: UplinkState) -> str:
     from etl.uplink.changes import changes, read_outgoing
+    from etl.uplink.package import op_counts
 
     try:
+        if _delivered(exchange, resource, where, state)[1]:
+            return ""
         secret = exchange_secret(exchange, resource, where)
         outgoing, columns = read_outgoing(
             warehouse_path(where), exchange, resource, keys.pseudonym_key(secret, exchange.exchange)
@@ -356,11 +434,10 @@ def _pending_changes(exchange, resource, where: Paths, state: UplinkState) -> st
         diff = changes(outgoing, columns, resource.key, accepted, resource.source)
     except UplinkError as exc:
         return f"source not readable: {exc.reason}"
-    ops = diff.column("_op").to_pylist()
-    if not ops:
+    if not diff.num_rows:
         return ""
-    counts = ", ".join(f"{op} {ops.count(op)}" for op in ("I", "U", "D") if ops.count(op))
-    return f"{len(ops)} changed rows not yet sent ({counts})"
+    counts = ", ".join(f"{op} {n}" for op, n in op_counts(diff.column("_op")).items() if n)
+    return f"{diff.num_rows} changed rows not yet sent ({counts})"
 
 
 # --------------------------------------------------------------------------- reference receivers
@@ -468,4 +545,5 @@ def _report(line: dict) -> str:
             f"{line['receipt'] or 'pending'}, accepted {line['accepted']}, "
             f"rejected {line['rejected']}" + (f"; {line['error']}" if line["error"] else "")
         )
-    return head + (line["status"] or "") + (f": {line['error']}" if line["error"] else "")
+    skipped = " (its build is delivered: mart not read)" if line.get("mart_read") is False else ""
+    return head + (line["status"] or "") + skipped + (f": {line['error']}" if line["error"] else "")

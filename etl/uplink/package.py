@@ -20,19 +20,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from etl.contracts import ControlColumns, ExchangeContract, ExchangeResource
-from etl.uplink.changes import ARROW_TYPES
+from etl.uplink.changes import ARROW_TYPES, BATCH_ROWS
 from etl.uplink.masks import OutgoingColumn
 
 FORMAT_VERSION = 1
@@ -81,6 +82,47 @@ def parse_value(value, typ: str):
     raise ValueError(f"unknown type {typ}")
 
 
+_FIRST_DAY = date(1, 1, 1)  # Arrow reads year 0; Python's dates start at year 1
+
+
+def typed_values(values: pa.Array, typ: str) -> tuple[pa.Array | list, bool]:
+    """One column of a batch as ``parse_value`` types each of its values (None where one does
+    not parse), and whether every value parsed. Vectorised where Arrow is known to agree with
+    ``parse_value``: a column that already has the type (Parquet, a 前置库) and text Arrow
+    casts to an int, a date or a time without error (it takes a subset of what Python takes,
+    and reads it the same). Otherwise value by value, as a Python list of the batch's values."""
+    target = ARROW_TYPES[typ]
+    if values.type == target or pa.types.is_null(values.type):
+        return values.cast(target), True
+    if pa.types.is_string(values.type) and typ in ("int", "date", "timestamp"):
+        cast = _cast_text(values, typ)
+        if cast is not None:
+            return cast, True
+    parsed, every = [], True
+    for value in values.to_pylist():
+        try:
+            parsed.append(parse_value(value, typ))
+        except ValueError:
+            parsed.append(None)
+            every = False
+    return parsed, every
+
+
+def _cast_text(values: pa.Array, typ: str) -> pa.Array | None:
+    """Text cast by Arrow (empty text as null), or None when Arrow refuses a value or reads a
+    year 0, which Python's dates do not have."""
+    target = ARROW_TYPES[typ]
+    text = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+    try:
+        cast = pc.cast(text, target)
+    except pa.ArrowInvalid:
+        return None
+    if typ == "int":
+        return cast
+    year_zero = pc.any(pc.less(cast, pa.scalar(_FIRST_DAY).cast(target))).as_py()
+    return None if year_zero else cast
+
+
 def canonical(value, typ: str):
     """The JSON form a value takes in the rows checksum (same whatever carried it)."""
     if value is None:
@@ -96,14 +138,33 @@ def canonical(value, typ: str):
     return value
 
 
-def rows_checksum(rows: list[tuple[int, str, list]], types: list[str]) -> str:
-    """SHA-256 over the rows in row-number order: ``[row_no, op, *values]`` as compact JSON."""
-    digest = hashlib.sha256()
-    for row_no, op, values in sorted(rows, key=lambda r: r[0]):
-        line = [int(row_no), op, *(canonical(v, t) for v, t in zip(values, types, strict=True))]
-        digest.update(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
+class RowsChecksum:
+    """SHA-256 over the rows in row-number order: ``[row_no, op, *values]`` as compact JSON, one
+    line each. Fed a batch at a time, so a package's rows never have to be held at once; the
+    caller feeds them in row-number order."""
+
+    def __init__(self, types: list[str]):
+        self.types = types
+        self.digest = hashlib.sha256()
+
+    def add(self, row_nos: Iterable[int], ops: Iterable, columns: list[list]) -> None:
+        """Rows given column by column: their numbers, operations and value columns."""
+        for row_no, op, *values in zip(row_nos, ops, *columns, strict=True):
+            line = [
+                int(row_no),
+                op,
+                *(canonical(v, t) for v, t in zip(values, self.types, strict=True)),
+            ]
+            self.digest.update(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode())
+            self.digest.update(b"\n")
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+
+def op_counts(ops: pa.Array | pa.ChunkedArray) -> dict[str, int]:
+    """Rows per operation I/U/D (vectorised)."""
+    return {op: pc.sum(pc.equal(ops, op)).as_py() or 0 for op in ("I", "U", "D")}
 
 
 def sign(secret: str, data: bytes) -> str:
@@ -152,17 +213,19 @@ class Package:
     def rows_file(self) -> Path:
         return self.directory / "rows.parquet"
 
+    @property
+    def data_file(self) -> Path:
+        [entry] = self.manifest["files"]
+        return self.directory / entry["name"]
+
     def files(self) -> dict[str, bytes]:
         return {
             f["name"]: (self.directory / f["name"]).read_bytes() for f in self.manifest["files"]
         }
 
-    def wire_rows(self) -> pa.Table:
-        """The rows on the wire, typed (read back from the data file)."""
-        manifest = self.manifest
-        [entry] = manifest["files"]
-        data = (self.directory / entry["name"]).read_bytes()
-        return read_data_file(entry["name"], data, manifest)
+    def wire_batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows on the wire, typed, read back from the data file a batch at a time."""
+        return data_batches(self.data_file.name, self.data_file, self.manifest)
 
 
 def wire_schema(columns: list[OutgoingColumn], control: ControlColumns) -> list[dict]:
@@ -178,24 +241,47 @@ def wire_schema(columns: list[OutgoingColumn], control: ControlColumns) -> list[
     ]
 
 
-def read_data_file(name: str, data: bytes, manifest: dict) -> pa.Table:
-    """A data file of a package as an Arrow table. Parquet keeps its types; CSV cells are read
-    as text (empty = null) and typed by the receiver row by row, so a bad cell is that row's
-    error, not the file's."""
-    schema = manifest["schema"]
+CSV_BLOCK_BYTES = 8 << 20
+
+
+def data_batches(name: str, data: bytes | Path, manifest: dict) -> Iterator[pa.RecordBatch]:
+    """A data file of a package (its bytes or its path) as Arrow record batches of at most
+    ``BATCH_ROWS`` rows. Parquet keeps its types; CSV cells are read as text (empty = null) and
+    typed by the receiver, so a bad cell is that row's error, not the file's."""
+    source = pa.BufferReader(data) if isinstance(data, bytes) else str(data)
     if name.endswith(".parquet"):
-        return pq.read_table(io.BytesIO(data))
+        yield from pq.ParquetFile(source).iter_batches(batch_size=BATCH_ROWS)
+        return
     options = pacsv.ConvertOptions(
-        column_types={c["name"]: pa.string() for c in schema},
+        column_types={c["name"]: pa.string() for c in manifest["schema"]},
         strings_can_be_null=True,
         null_values=[""],
         quoted_strings_can_be_null=True,
     )
-    return pacsv.read_csv(
-        io.BytesIO(data),
-        read_options=pacsv.ReadOptions(encoding="utf8"),
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(encoding="utf8", block_size=CSV_BLOCK_BYTES),
         convert_options=options,
     )
+    for batch in reader:  # blocks of text, cut to BATCH_ROWS (zero-copy)
+        for start in range(0, batch.num_rows, BATCH_ROWS):
+            yield batch.slice(start, BATCH_ROWS)
+
+
+def in_row_order(table: pa.Table, row_no: str) -> pa.Table:
+    """The table sorted by its row numbers (stable), or itself when it already is."""
+    numbers = table.column(row_no)
+    if pc.all(pc.less_equal(numbers[:-1], numbers[1:]), min_count=0).as_py():
+        return table
+    return table.sort_by(row_no)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def build_package(
@@ -218,32 +304,28 @@ def build_package(
     n = rows.num_rows
     wire = pa.table(
         [
-            pa.array([package_id] * n, pa.string()),
+            pa.repeat(pa.scalar(package_id, pa.string()), n),
             rows.column("_row_no"),
             rows.column("_op"),
-            pa.array([created_at] * n, pa.string()),
+            pa.repeat(pa.scalar(created_at, pa.string()), n),
             *(rows.column(c.name).cast(ARROW_TYPES[c.type]) for c in columns),
         ],
         names=[control.batch_id, control.row_no, control.op, control.change_time]
         + [c.item for c in columns],
     )
     name = f"data.{file_format}"
-    buffer = io.BytesIO()
+    path = directory / name
     if file_format == "csv":
-        pacsv.write_csv(wire, buffer)
+        pacsv.write_csv(wire, str(path))
     else:
-        pq.write_table(wire, buffer, compression="zstd")
-    data = buffer.getvalue()
-    (directory / name).write_bytes(data)
-    types = [c.type for c in columns]
-    ops = rows.column("_op").to_pylist()
-    checksum = rows_checksum(
-        [
-            (r[control.row_no], r[control.op], [r[c.item] for c in columns])
-            for r in wire.to_pylist()
-        ],
-        types,
-    )
+        pq.write_table(wire, path, compression="zstd")
+    checksum = RowsChecksum([c.type for c in columns])
+    for batch in in_row_order(wire, control.row_no).to_batches(BATCH_ROWS):
+        checksum.add(
+            batch.column(control.row_no).to_pylist(),
+            batch.column(control.op).to_pylist(),
+            [batch.column(c.item).to_pylist() for c in columns],
+        )
     manifest = {
         "format_version": FORMAT_VERSION,
         "package_id": package_id,
@@ -261,16 +343,16 @@ def build_package(
         "control": control.model_dump(),
         "schema": wire_schema(columns, control),
         "rows": n,
-        "ops": {op: ops.count(op) for op in ("I", "U", "D")},
-        "rows_sha256": checksum,
+        "ops": op_counts(rows.column("_op")),
+        "rows_sha256": checksum.hexdigest(),
         "files": [
             {
                 "name": name,
                 "format": file_format,
                 "encoding": "utf-8" if file_format == "csv" else None,
                 "rows": n,
-                "bytes": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": path.stat().st_size,
+                "sha256": file_sha256(path),
             }
         ],
     }

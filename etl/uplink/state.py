@@ -1,5 +1,6 @@
 """The uplink ledger: packages, delivery attempts, receipts, rejected rows and, per exchange and
-resource, the row digests of the snapshot the exchange last accepted.
+resource, the row digests of the snapshot the exchange last accepted, and the source version
+(warehouse build) whose outgoing rows that snapshot is exactly, when known.
 
 A DuckDB file of its own (``<data root>/state/uplink.duckdb``), so deliveries never wait on the
 ingestion ledger's write lock. Each call opens the file briefly and retries while another
@@ -29,8 +30,10 @@ CREATE TABLE IF NOT EXISTS uplink_packages (
     receipt_status VARCHAR,  -- ACCEPTED | PARTIAL | REJECTED
     rows_accepted BIGINT, rows_rejected BIGINT, receipt_at TIMESTAMPTZ, receipt VARCHAR,
     reconciled BOOLEAN,      -- rows sent = accepted + rejected, and the checksum matches
-    error VARCHAR
+    error VARCHAR,
+    source_version VARCHAR   -- the warehouse build and outgoing definition it was read from
 );
+ALTER TABLE uplink_packages ADD COLUMN IF NOT EXISTS source_version VARCHAR;
 CREATE TABLE IF NOT EXISTS uplink_attempts (
     package_id VARCHAR, attempt INTEGER, attempted_at TIMESTAMPTZ,
     outcome VARCHAR,         -- delivered | duplicate | ambiguous | failed | refused
@@ -44,6 +47,12 @@ CREATE TABLE IF NOT EXISTS uplink_rejected_rows (
 CREATE TABLE IF NOT EXISTS uplink_accepted (
     exchange VARCHAR, resource VARCHAR, row_key VARCHAR, digest VARCHAR, package_id VARCHAR,
     PRIMARY KEY (exchange, resource, row_key)
+);
+-- the accepted snapshot of a resource is exactly its outgoing rows at this source version
+CREATE TABLE IF NOT EXISTS uplink_synced (
+    exchange VARCHAR, resource VARCHAR, source_version VARCHAR, package_id VARCHAR,
+    synced_at TIMESTAMPTZ,
+    PRIMARY KEY (exchange, resource)
 );
 """
 IN_FLIGHT = ("built", "delivered", "unconfirmed", "failed")
@@ -63,13 +72,20 @@ class UplinkState:
     # ------------------------------------------------------------------ packages
 
     def record_built(self, row: dict) -> None:
+        """Record a new package; the resource is no longer in sync until its receipt."""
         row = {**row, "status": "built", "created_at": _now(), "attempts": 0}
         cols = ", ".join(row)
         with self.connect() as con:
+            con.execute("BEGIN")
             con.execute(
                 f"INSERT INTO uplink_packages ({cols}) VALUES ({', '.join('?' for _ in row)})",
                 list(row.values()),
             )
+            con.execute(
+                "DELETE FROM uplink_synced WHERE exchange = ? AND resource = ?",
+                [row["exchange"], row["resource"]],
+            )
+            con.execute("COMMIT")
 
     def next_seq(self, exchange: str, resource: str) -> int:
         with self.connect(read_only=True) as con:
@@ -178,45 +194,45 @@ class UplinkState:
                     package["package_id"],
                 ],
             )
-            if rejected:
-                keys = dict(
-                    con.execute(
-                        "SELECT _row_no, _key FROM read_parquet(?)", [str(rows_file)]
-                    ).fetchall()
-                )
-                ops = dict(
-                    con.execute(
-                        "SELECT _row_no, _op FROM read_parquet(?)", [str(rows_file)]
-                    ).fetchall()
-                )
-                con.executemany(
-                    "INSERT OR REPLACE INTO uplink_rejected_rows VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        [
-                            package["package_id"],
-                            package["exchange"],
-                            package["resource"],
-                            n,
-                            keys.get(n),
-                            ops.get(n),
-                            json.dumps(e.get("errors", []), ensure_ascii=False),
-                        ]
-                        for n, e in rejected.items()
-                    ],
-                )
+            self._note_rejected(con, package, rows_file, rejected)
             if reconciled and status in ("ACCEPTED", "PARTIAL"):
-                self._advance(con, package, rows_file, sorted(rejected))
+                self._advance(con, package, rows_file)
+            if reconciled and status == "ACCEPTED" and package.get("source_version"):
+                self._synced(con, package, package["source_version"])
             con.execute("COMMIT")
         return self.package(package["package_id"])
 
     @staticmethod
-    def _advance(con, package: dict, rows_file: Path, rejected: list[int]) -> None:
-        """The accepted snapshot moves by every row the exchange accepted: I/U rows take their
-        new digest, D rows leave it. Rejected rows keep their last accepted state, so the next
-        delivery sends them again."""
-        con.execute("CREATE OR REPLACE TEMP TABLE _rejected (row_no BIGINT)")
+    def _note_rejected(con, package: dict, rows_file: Path, rejected: dict[int, dict]) -> None:
+        """Keep the rejected rows with their key and operation, looked up in the package's own
+        rows by a join (temp table ``_rejected``, which ``_advance`` reads too), not by loading
+        every row of the package."""
+        import pyarrow as pa
+
+        errors = pa.table(
+            {
+                "row_no": pa.array(list(rejected), pa.int64()),
+                "errors": [
+                    json.dumps(e.get("errors", []), ensure_ascii=False) for e in rejected.values()
+                ],
+            }
+        )
+        con.register("_receipt_errors", errors)
+        con.execute("CREATE OR REPLACE TEMP TABLE _rejected AS SELECT * FROM _receipt_errors")
+        con.unregister("_receipt_errors")
         if rejected:
-            con.executemany("INSERT INTO _rejected VALUES (?)", [[n] for n in rejected])
+            con.execute(
+                "INSERT OR REPLACE INTO uplink_rejected_rows SELECT ?, ?, ?, r.row_no, p._key, "
+                "p._op, r.errors FROM _rejected r LEFT JOIN (SELECT _row_no, _key, _op FROM "
+                "read_parquet(?)) p ON p._row_no = r.row_no",
+                [package["package_id"], package["exchange"], package["resource"], str(rows_file)],
+            )
+
+    @staticmethod
+    def _advance(con, package: dict, rows_file: Path) -> None:
+        """The accepted snapshot moves by every row the exchange accepted (all but those in
+        ``_rejected``): I/U rows take their new digest, D rows leave it. Rejected rows keep
+        their last accepted state, so the next delivery sends them again."""
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _taken AS SELECT _key, _digest, _op "
             "FROM read_parquet(?) WHERE _row_no NOT IN (SELECT row_no FROM _rejected)",
@@ -233,6 +249,38 @@ class UplinkState:
             "WHERE _op <> 'D'",
             [ex, res, package["package_id"]],
         )
+
+    # ------------------------------------------------------------------ in sync
+
+    @staticmethod
+    def _synced(con, package: dict, version: str) -> None:
+        con.execute(
+            "INSERT OR REPLACE INTO uplink_synced VALUES (?, ?, ?, ?, ?)",
+            [package["exchange"], package["resource"], version, package.get("package_id"), _now()],
+        )
+
+    def mark_synced(self, exchange: str, resource: str, version: str) -> None:
+        """The outgoing rows at ``version`` differ in nothing from the accepted snapshot."""
+        with self.connect() as con:
+            self._synced(con, {"exchange": exchange, "resource": resource}, version)
+
+    def synced_version(self, exchange: str, resource: str) -> str | None:
+        """The source version whose outgoing rows the exchange holds exactly, if known: set
+        when a delivery found nothing to send, or a package's receipt accepted every row;
+        cleared when a new package is built (a PARTIAL or REJECTED receipt leaves it clear)."""
+        import duckdb
+
+        with self.connect(read_only=True) as con:
+            try:
+                row = con.execute(
+                    "SELECT source_version FROM uplink_synced WHERE exchange = ? AND resource = ?",
+                    [exchange, resource],
+                ).fetchone()
+            except duckdb.CatalogException:  # a ledger from before uplink_synced
+                return None
+        return row[0] if row else None
+
+    # ------------------------------------------------------------------ snapshots
 
     def accepted_digests(self, exchange: str, resource: str):
         """The accepted snapshot of a resource as an Arrow table (row_key, digest)."""

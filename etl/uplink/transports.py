@@ -28,6 +28,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from etl.contracts import ExchangeContract, ExchangeResource
 from etl.uplink.changes import UplinkError
 from etl.uplink.package import Package, receipt_is_authentic, sign
@@ -163,10 +165,7 @@ class FrontDbTransport:
                 if known:
                     trans.rollback()
                     return self._duplicate(known[0], manifest)
-                status = self.exchange.control.status
-                rows = [{**r, status: "N"} for r in package.wire_rows().to_pylist()]
-                if rows:
-                    conn.execute(self.data.insert(), rows)
+                self._insert_rows(conn, package)
                 conn.execute(
                     self.batch.insert(),
                     {
@@ -200,6 +199,15 @@ class FrontDbTransport:
         except DBAPIError as exc:
             raise TransientError(self.where, f"front-end database: {exc.orig}") from exc
         return Sent("delivered")
+
+    def _insert_rows(self, conn, package: Package) -> None:
+        """The package's rows with status ``N``, one executemany per record batch (inside the
+        caller's transaction), so only one batch at a time exists as Python rows."""
+        status = self.exchange.control.status
+        for batch in package.wire_batches():
+            flagged = batch.append_column(status, pa.repeat(pa.scalar("N"), batch.num_rows))
+            if flagged.num_rows:
+                conn.execute(self.data.insert(), flagged.to_pylist())
 
     def _duplicate(self, checksum: str, manifest: dict) -> Sent:
         if checksum != manifest["rows_sha256"]:
@@ -281,20 +289,23 @@ class PackageTransport:
                 if hashlib.sha256(there).digest() != hashlib.sha256(manifest).digest():
                     raise RefusedError(self.where, f"package {pid} exists with another manifest")
                 return Sent("duplicate", self.receipt(pid))
-            files = {**package.files(), "manifest.sig": signature.encode()}
+            # the data files are copied, not read into memory
+            names = [f["name"] for f in package.manifest["files"]]
             if _is_local(self.fs):
                 tmp = Path(f"{self.root}/.tmp/{pid}-{_secrets.token_hex(4)}")
                 tmp.mkdir(parents=True)
-                for name, data in files.items():
-                    (tmp / name).write_bytes(data)
+                for name in names:
+                    shutil.copyfile(package.directory / name, tmp / name)
+                (tmp / "manifest.sig").write_text(signature, encoding="ascii")
                 (tmp / "manifest.json").write_bytes(manifest)  # last: the package is complete
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
                 if Path(target).exists():  # a half-written earlier attempt (no manifest)
                     shutil.rmtree(target)
                 os.replace(tmp, target)
             else:
-                for name, data in files.items():
-                    self.fs.pipe_file(f"{target}/{name}", data)
+                for name in names:
+                    self.fs.put_file(str(package.directory / name), f"{target}/{name}")
+                self.fs.pipe_file(f"{target}/manifest.sig", signature.encode())
                 self.fs.pipe_file(f"{target}/manifest.json", manifest)  # the commit marker
         except (RefusedError, UplinkError):
             raise
