@@ -56,6 +56,9 @@ def write_changes(path: Path, rows: int) -> None:
     def joined(*parts):
         return pc.binary_join_element_wise(*parts, "")
 
+    from etl.contracts import load_profile
+
+    county = load_profile().code
     exchange, people = _exchange()
     n = pa.array(range(1, rows + 1), pa.int64())
     text = pc.cast(n, pa.string())
@@ -63,15 +66,15 @@ def write_changes(path: Path, rows: int) -> None:
     village = pc.utf8_lpad(pc.cast(pc.remainder(n, 300), pa.string()), 3, "0")
     values = {
         "person_key": key,
-        "id_number_masked": joined("370322********", pc.utf8_lpad(text, 4, "0")),
+        "id_number_masked": joined(f"{county}********", pc.utf8_lpad(text, 4, "0")),
         "name_masked": pa.repeat(pa.scalar("刘**"), rows),
         "sex": pc.cast(pc.add(pc.remainder(n, 2), 1), pa.string()),
         "birth_date": pc.cast(
             pc.cast(pc.remainder(pc.multiply(n, 37), 30000), pa.int32()), pa.date32()
         ),
         "ethnicity": pa.repeat(pa.scalar("01"), rows),
-        "village_code": joined("370322101", village),
-        "town_code": pa.repeat(pa.scalar("370322101"), rows),
+        "village_code": joined(f"{county}101", village),
+        "town_code": pa.repeat(pa.scalar(f"{county}101"), rows),
         "phone_masked": pa.repeat(pa.scalar("139****5678"), rows),
         "register_status": pa.repeat(pa.scalar("正常"), rows),
     }
@@ -104,9 +107,11 @@ def _clock(work) -> dict:
 def _build(spec: dict, file_format: str) -> dict:
     import pyarrow.parquet as pq
 
+    from etl.contracts import load_profile
     from etl.uplink.masks import outgoing_columns
     from etl.uplink.package import build_package
 
+    county = load_profile()
     exchange, people = _exchange()
 
     def work() -> int:
@@ -118,7 +123,7 @@ def _build(spec: dict, file_format: str) -> dict:
             resource=people,
             columns=outgoing_columns(exchange, people),
             rows=rows,
-            sender={"code": "370322", "name": "高青县", "client_id": exchange.client_id},
+            sender={"code": county.code, "name": county.name, "client_id": exchange.client_id},
             file_format=file_format,
             created_at=CREATED_AT,
             secret=SECRET,

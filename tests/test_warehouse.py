@@ -25,12 +25,13 @@ from etl.standards.gb32100 import CATEGORIES
 
 SEEDS = REPO_ROOT / "warehouse" / "seeds"
 # Written here independently of the dbt test macro: a raw 18-character citizen ID number and
-# an 11-digit mobile number, not inside a longer run of digits.
+# an 11-digit mobile number, standing alone: not inside a longer run of digits or letters, so
+# the digits of a hex digest (a build's input fingerprints) do not count.
 RAW_ID = (
-    r"(^|[^0-9])[1-9][0-9]{5}(18|19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])"
-    r"[0-9]{3}[0-9Xx]([^0-9Xx]|$)"
+    r"(^|[^0-9A-Za-z])[1-9][0-9]{5}(18|19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])"
+    r"[0-9]{3}[0-9Xx]([^0-9A-Za-z]|$)"
 )
-RAW_MOBILE = r"(^|[^0-9])1[3-9][0-9]{9}([^0-9]|$)"
+RAW_MOBILE = r"(^|[^0-9A-Za-z])1[3-9][0-9]{9}([^0-9A-Za-z]|$)"
 HEX_DIGEST = r"[0-9a-f]{16}|[0-9a-f]{32}|[0-9a-f]{64}"  # digests and random tokens
 NOT_REBUILDABLE = ("snapshots", "_meta")  # history accumulates per build; build log
 
