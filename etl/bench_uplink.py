@@ -1,12 +1,14 @@
 """Uplink memory benchmark: one large package through the 前置库 and the reference receivers.
 
-``python -m etl.bench_uplink [--rows 1000000]`` builds a synthetic first delivery of the
-``people_basic`` resource of the ``zibo`` exchange (every row an insert, shaped like the masked
-people the county sends) and measures each step in a child process of its own, whose peak is
-its own peak RSS (VmHWM, see ``etl.bench._own_peak_mb``):
+``python -m etl.bench_uplink [--rows 1000000]`` makes a synthetic warehouse whose people mart
+holds ``--rows`` people, and measures the first delivery of the ``people_basic`` resource of
+the ``zibo`` exchange (every row an insert) step by step, each in a child process of its own,
+whose peak is its own peak RSS (VmHWM, see ``etl.bench._own_peak_mb``):
 
-- ``build_parquet`` / ``build_csv``: ``build_package`` from the change rows (read from Parquet,
-  as ``changes`` would hand them over), as the 前置库 and the file package carry them;
+- ``diff``: ``write_outgoing`` (the mart read, masked and typed) and ``write_changes`` (the
+  diff against an empty accepted snapshot) into the change rows' Parquet file;
+- ``build_parquet`` / ``build_csv``: ``build_package`` from those change rows, as the 前置库
+  and the file package carry them;
 - ``frontdb_send``: ``FrontDbTransport.send`` of the Parquet package into a 前置库 (a SQLite
   file in the work folder unless ``--frontdb`` names a database);
 - ``frontdb_receive``: ``FrontDbReceiver.process``: the reference receiver reads the batch
@@ -15,8 +17,7 @@ its own peak RSS (VmHWM, see ``etl.bench._own_peak_mb``):
 
 The 前置库 steps use the resource with the contract's ``frontdb`` transport instead of its file
 package. It prints rows, seconds and peak MB per step (and writes them as JSON with
-``--json``); it only reads the public uplink functions, so the same file measures an older
-tree too. Nothing here touches the county's data root.
+``--json``). Nothing here touches the county's data root.
 """
 
 from __future__ import annotations
@@ -45,50 +46,37 @@ def _exchange():
     return zibo.model_copy(update={"resources": [people]}), people
 
 
-def write_changes(path: Path, rows: int) -> None:
-    """Change rows as ``changes`` returns them for a first delivery (all I), made in Arrow."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from etl.uplink.masks import outgoing_columns
-
-    def joined(*parts):
-        return pc.binary_join_element_wise(*parts, "")
+def write_warehouse(path: Path, rows: int) -> None:
+    """A warehouse file whose ``base.base_people`` holds ``rows`` people shaped like the mart
+    the resource reads (made in DuckDB, so the parent stays small)."""
+    import duckdb
 
     from etl.contracts import load_profile
 
     county = load_profile().code
-    exchange, people = _exchange()
-    n = pa.array(range(1, rows + 1), pa.int64())
-    text = pc.cast(n, pa.string())
-    key = joined("p", pc.utf8_lpad(text, 63, "0"))
-    village = pc.utf8_lpad(pc.cast(pc.remainder(n, 300), pa.string()), 3, "0")
-    values = {
-        "person_key": key,
-        "id_number_masked": joined(f"{county}********", pc.utf8_lpad(text, 4, "0")),
-        "name_masked": pa.repeat(pa.scalar("刘**"), rows),
-        "sex": pc.cast(pc.add(pc.remainder(n, 2), 1), pa.string()),
-        "birth_date": pc.cast(
-            pc.cast(pc.remainder(pc.multiply(n, 37), 30000), pa.int32()), pa.date32()
-        ),
-        "ethnicity": pa.repeat(pa.scalar("01"), rows),
-        "village_code": joined(f"{county}101", village),
-        "town_code": pa.repeat(pa.scalar(f"{county}101"), rows),
-        "phone_masked": pa.repeat(pa.scalar("139****5678"), rows),
-        "register_status": pa.repeat(pa.scalar("正常"), rows),
-    }
-    columns = outgoing_columns(exchange, people)
-    table = pa.table(
-        {
-            "_row_no": n,
-            "_op": pa.repeat(pa.scalar("I"), rows),
-            "_key": joined('["', key, '"]'),
-            "_digest": pc.utf8_slice_codeunits(key, 0, 32),
-            **{c.name: values[c.name] for c in columns},
-        }
-    )
-    pq.write_table(table, path)
+    path.unlink(missing_ok=True)
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("CREATE SCHEMA base")
+        con.execute(
+            f"""
+            CREATE TABLE base.base_people AS SELECT
+                sha256(CAST(i AS VARCHAR)) AS person_key,
+                '{county}********' || lpad(CAST(i % 10000 AS VARCHAR), 4, '0')
+                    AS id_number_masked,
+                '刘**' AS name_masked,
+                CAST(i % 2 + 1 AS VARCHAR) AS sex,
+                DATE '1940-01-01' + CAST(i * 37 % 30000 AS INTEGER) AS birth_date,
+                '01' AS ethnicity,
+                '{county}101' || lpad(CAST(i % 300 AS VARCHAR), 3, '0') AS village_code,
+                '{county}101' AS town_code,
+                '139****' || lpad(CAST(i % 10000 AS VARCHAR), 4, '0') AS phone_masked,
+                '正常' AS register_status
+            FROM range(1, {rows} + 1) t(i)
+            """
+        )
+    finally:
+        con.close()
 
 
 # --------------------------------------------------------------------------- the children
@@ -104,6 +92,27 @@ def _clock(work) -> dict:
     return {"rows": rows, "seconds": time.perf_counter() - began, "baseline_mb": baseline}
 
 
+def _diff(spec: dict) -> dict:
+    import pyarrow as pa
+
+    from etl.uplink.changes import write_changes, write_outgoing
+    from etl.uplink.keys import pseudonym_key
+
+    exchange, people = _exchange()
+    outgoing = Path(spec["work"]) / "outgoing.parquet"
+    nothing_accepted = pa.table(
+        {"row_key": pa.array([], pa.string()), "digest": pa.array([], pa.string())}
+    )
+
+    def work() -> int:
+        key = pseudonym_key(SECRET, exchange.exchange)
+        columns = write_outgoing(Path(spec["warehouse"]), exchange, people, key, outgoing)
+        changes = Path(spec["changes"])
+        return write_changes(outgoing, columns, people.key, nothing_accepted, "bench", changes)
+
+    return _clock(work)
+
+
 def _build(spec: dict, file_format: str) -> dict:
     import pyarrow.parquet as pq
 
@@ -115,20 +124,19 @@ def _build(spec: dict, file_format: str) -> dict:
     exchange, people = _exchange()
 
     def work() -> int:
-        rows = pq.read_table(spec["changes"])
         build_package(
             Path(spec["work"]) / f"package-{file_format}",
             package_id=f"{people.code}-000001-{file_format}",
             exchange=exchange,
             resource=people,
             columns=outgoing_columns(exchange, people),
-            rows=rows,
+            rows=Path(spec["changes"]),
             sender={"code": county.code, "name": county.name, "client_id": exchange.client_id},
             file_format=file_format,
             created_at=CREATED_AT,
             secret=SECRET,
         )
-        return rows.num_rows
+        return pq.ParquetFile(spec["changes"]).metadata.num_rows
 
     return _clock(work)
 
@@ -174,6 +182,7 @@ def _receive(spec: dict, reader_kind: str) -> dict:
 
 
 CHILDREN = {
+    "diff": _diff,
     "build_parquet": lambda spec: _build(spec, "parquet"),
     "build_csv": lambda spec: _build(spec, "csv"),
     "frontdb_send": _frontdb_send,
@@ -198,13 +207,14 @@ def bench(args: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     spec = {
         "work": str(work),
+        "warehouse": str(work / "county.duckdb"),
         "changes": str(work / "changes.parquet"),
         "frontdb": args.frontdb or f"sqlite:///{work / 'frontdb.sqlite'}",
     }
     shutil.rmtree(work / "outbox", ignore_errors=True)  # a fresh outbox and stores each run
     for store in work.glob("received-*.sqlite"):
         store.unlink()
-    write_changes(Path(spec["changes"]), args.rows)
+    write_warehouse(Path(spec["warehouse"]), args.rows)
     env = {**os.environ}
     results = {}
     for method in CHILDREN:

@@ -150,6 +150,32 @@ def _delivered(exchange, resource, where: Paths, state: UplinkState) -> tuple[st
     return version, synced
 
 
+@contextmanager
+def _changes_file(
+    exchange: ExchangeContract, resource: ExchangeResource, where: Paths, state: UplinkState
+) -> Iterator[tuple[list, Path, int]]:
+    """The resource's changes since the accepted snapshot, in a Parquet file of a work folder
+    that is removed afterwards: (outgoing columns, the file, its rows). The outgoing rows and
+    the diff stream through files there, so a whole county's people are never held in memory."""
+    import tempfile
+
+    from etl.uplink.changes import write_changes, write_outgoing
+
+    secret = exchange_secret(exchange, resource, where)
+    pseudonym_key = keys.pseudonym_key(secret, exchange.exchange)
+    work_root = where.home / "uplink" / "work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    prefix = f"{exchange.exchange}-{resource.resource}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=work_root) as work:
+        outgoing, changed = Path(work) / "outgoing.parquet", Path(work) / "changes.parquet"
+        columns = write_outgoing(warehouse_path(where), exchange, resource, pseudonym_key, outgoing)
+        accepted = state.accepted_digests(exchange.exchange, resource.resource)
+        location = f"{resource.source} -> {exchange.exchange}"
+        rows = write_changes(outgoing, columns, resource.key, accepted, location, changed)
+        del accepted
+        yield columns, changed, rows
+
+
 def _build(
     exchange: ExchangeContract,
     resource: ExchangeResource,
@@ -161,38 +187,32 @@ def _build(
     the accepted snapshot being the outgoing rows at ``version``, it is marked in sync).
     ``version`` was taken before the mart is read: a build swapped in meanwhile makes the mark
     older than the rows read, so they are read again next time, never skipped wrongly."""
-    from etl.uplink.changes import changes, read_outgoing
     from etl.uplink.package import build_package
 
     secret = exchange_secret(exchange, resource, where)
-    pseudonym_key = keys.pseudonym_key(secret, exchange.exchange)
-    outgoing, columns = read_outgoing(warehouse_path(where), exchange, resource, pseudonym_key)
-    accepted = state.accepted_digests(exchange.exchange, resource.resource)
-    rows = changes(
-        outgoing, columns, resource.key, accepted, f"{resource.source} -> {exchange.exchange}"
-    )
-    if rows.num_rows == 0:
-        if version:
-            state.mark_synced(exchange.exchange, resource.resource, version)
-        return None
-    profile = load_profile()
-    now = datetime.now(ZoneInfo(profile.timezone)).replace(microsecond=0)
-    seq = state.next_seq(exchange.exchange, resource.resource)
-    package_id = f"{resource.code}-{seq:06d}-{now:%Y%m%d%H%M%S}"
-    directory = where.home / "uplink" / "packages" / exchange.exchange / package_id
-    config = exchange.transport_of(resource)
-    package = build_package(
-        directory,
-        package_id=package_id,
-        exchange=exchange,
-        resource=resource,
-        columns=columns,
-        rows=rows,
-        sender={"code": profile.code, "name": profile.name, "client_id": exchange.client_id},
-        file_format=getattr(config, "format", "parquet"),
-        created_at=now.isoformat(),
-        secret=secret,
-    )
+    with _changes_file(exchange, resource, where, state) as (columns, changed, rows):
+        if rows == 0:
+            if version:
+                state.mark_synced(exchange.exchange, resource.resource, version)
+            return None
+        profile = load_profile()
+        now = datetime.now(ZoneInfo(profile.timezone)).replace(microsecond=0)
+        seq = state.next_seq(exchange.exchange, resource.resource)
+        package_id = f"{resource.code}-{seq:06d}-{now:%Y%m%d%H%M%S}"
+        directory = where.home / "uplink" / "packages" / exchange.exchange / package_id
+        config = exchange.transport_of(resource)
+        package = build_package(
+            directory,
+            package_id=package_id,
+            exchange=exchange,
+            resource=resource,
+            columns=columns,
+            rows=changed,
+            sender={"code": profile.code, "name": profile.name, "client_id": exchange.client_id},
+            file_format=getattr(config, "format", "parquet"),
+            created_at=now.isoformat(),
+            secret=secret,
+        )
     ops = package.manifest["ops"]
     state.record_built(
         {
@@ -202,7 +222,7 @@ def _build(
             "resource_code": resource.code,
             "transport": config.kind,
             "seq": seq,
-            "rows_sent": rows.num_rows,
+            "rows_sent": rows,
             "rows_insert": ops["I"],
             "rows_update": ops["U"],
             "rows_delete": ops["D"],
@@ -420,24 +440,21 @@ def status_rows(where: Paths | str | Path | None = None, pending_changes: bool =
 
 
 def _pending_changes(exchange, resource, where: Paths, state: UplinkState) -> str:
-    from etl.uplink.changes import changes, read_outgoing
+    import pyarrow.parquet as pq
+
     from etl.uplink.package import op_counts
 
     try:
         if _delivered(exchange, resource, where, state)[1]:
             return ""
-        secret = exchange_secret(exchange, resource, where)
-        outgoing, columns = read_outgoing(
-            warehouse_path(where), exchange, resource, keys.pseudonym_key(secret, exchange.exchange)
-        )
-        accepted = state.accepted_digests(exchange.exchange, resource.resource)
-        diff = changes(outgoing, columns, resource.key, accepted, resource.source)
+        with _changes_file(exchange, resource, where, state) as (_, changed, rows):
+            ops = op_counts(pq.read_table(changed, columns=["_op"]).column("_op")) if rows else {}
     except UplinkError as exc:
         return f"source not readable: {exc.reason}"
-    if not diff.num_rows:
+    if not rows:
         return ""
-    counts = ", ".join(f"{op} {n}" for op, n in op_counts(diff.column("_op")).items() if n)
-    return f"{diff.num_rows} changed rows not yet sent ({counts})"
+    counts = ", ".join(f"{op} {n}" for op, n in ops.items() if n)
+    return f"{rows} changed rows not yet sent ({counts})"
 
 
 # --------------------------------------------------------------------------- reference receivers

@@ -268,12 +268,11 @@ def data_batches(name: str, data: bytes | Path, manifest: dict) -> Iterator[pa.R
             yield batch.slice(start, BATCH_ROWS)
 
 
-def in_row_order(table: pa.Table, row_no: str) -> pa.Table:
-    """The table sorted by its row numbers (stable), or itself when it already is."""
-    numbers = table.column(row_no)
-    if pc.all(pc.less_equal(numbers[:-1], numbers[1:]), min_count=0).as_py():
-        return table
-    return table.sort_by(row_no)
+def _wire_writer(path: Path, file_format: str, schema: pa.Schema):
+    """A writer of the package's data file, one record batch at a time."""
+    if file_format == "csv":
+        return pacsv.CSVWriter(str(path), schema)
+    return pq.ParquetWriter(path, schema, compression="zstd")
 
 
 def file_sha256(path: Path) -> str:
@@ -291,41 +290,58 @@ def build_package(
     exchange: ExchangeContract,
     resource: ExchangeResource,
     columns: list[OutgoingColumn],
-    rows: pa.Table,
+    rows: Path,
     sender: dict,
     file_format: str,
     created_at: str,
     secret: str,
 ) -> Package:
-    """Write a package (see the module docstring) from the change rows of ``changes``."""
+    """Write a package (see the module docstring) from the change rows ``changes`` wrote to the
+    Parquet file ``rows`` in row-number order, ``BATCH_ROWS`` rows at a time."""
     control = exchange.control
     directory.mkdir(parents=True, exist_ok=True)
-    pq.write_table(rows.select(["_row_no", "_op", "_key", "_digest"]), directory / "rows.parquet")
-    n = rows.num_rows
-    wire = pa.table(
+    changes = pq.ParquetFile(rows)
+    n = changes.metadata.num_rows
+    wire_arrow = pa.schema(
         [
-            pa.repeat(pa.scalar(package_id, pa.string()), n),
-            rows.column("_row_no"),
-            rows.column("_op"),
-            pa.repeat(pa.scalar(created_at, pa.string()), n),
-            *(rows.column(c.name).cast(ARROW_TYPES[c.type]) for c in columns),
-        ],
-        names=[control.batch_id, control.row_no, control.op, control.change_time]
-        + [c.item for c in columns],
+            (control.batch_id, pa.string()),
+            (control.row_no, pa.int64()),
+            (control.op, pa.string()),
+            (control.change_time, pa.string()),
+            *((c.item, ARROW_TYPES[c.type]) for c in columns),
+        ]
     )
     name = f"data.{file_format}"
     path = directory / name
-    if file_format == "csv":
-        pacsv.write_csv(wire, str(path))
-    else:
-        pq.write_table(wire, path, compression="zstd")
     checksum = RowsChecksum([c.type for c in columns])
-    for batch in in_row_order(wire, control.row_no).to_batches(BATCH_ROWS):
-        checksum.add(
-            batch.column(control.row_no).to_pylist(),
-            batch.column(control.op).to_pylist(),
-            [batch.column(c.item).to_pylist() for c in columns],
-        )
+    ops = dict.fromkeys(("I", "U", "D"), 0)
+    bookkeeping = ["_row_no", "_op", "_key", "_digest"]
+    book_schema = pa.schema([changes.schema_arrow.field(c) for c in bookkeeping])
+    with (
+        pq.ParquetWriter(directory / "rows.parquet", book_schema) as book_writer,
+        _wire_writer(path, file_format, wire_arrow) as wire_writer,
+    ):
+        for batch in changes.iter_batches(BATCH_ROWS):
+            book_writer.write_batch(batch.select(bookkeeping))
+            size = batch.num_rows
+            wire = pa.record_batch(
+                [
+                    pa.repeat(pa.scalar(package_id, pa.string()), size),
+                    batch.column("_row_no"),
+                    batch.column("_op"),
+                    pa.repeat(pa.scalar(created_at, pa.string()), size),
+                    *(batch.column(c.name).cast(ARROW_TYPES[c.type]) for c in columns),
+                ],
+                schema=wire_arrow,
+            )
+            wire_writer.write_batch(wire)
+            checksum.add(
+                wire.column(control.row_no).to_pylist(),
+                wire.column(control.op).to_pylist(),
+                [wire.column(c.item).to_pylist() for c in columns],
+            )
+            for op, count in op_counts(batch.column("_op")).items():
+                ops[op] += count
     manifest = {
         "format_version": FORMAT_VERSION,
         "package_id": package_id,
@@ -343,7 +359,7 @@ def build_package(
         "control": control.model_dump(),
         "schema": wire_schema(columns, control),
         "rows": n,
-        "ops": op_counts(rows.column("_op")),
+        "ops": ops,
         "rows_sha256": checksum.hexdigest(),
         "files": [
             {
