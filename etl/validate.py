@@ -160,10 +160,11 @@ class SeenKeys:
         return found
 
 
-# Whitespace that may surround a value: ASCII blanks and the Unicode spaces department
-# systems produce (NBSP, NEL, U+1680, U+2000-U+200A, U+2028/9, U+202F, U+205F, U+3000),
-# told apart by their leading byte and by their whole encoding at the end of a value.
-_ASCII_BLANKS = [0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20]
+# Whitespace that may surround a value, as str.strip() and pyarrow's utf8_trim_whitespace see
+# it: ASCII blanks (the separators U+001C-U+001F too) and the Unicode spaces (NBSP, NEL,
+# U+1680, U+2000-U+200A, U+2028/9, U+202F, U+205F, U+3000), told apart by their leading byte
+# and by their whole encoding at the end of a value.
+_ASCII_BLANKS = [0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20]
 _STARTS_BLANK = np.zeros(256, dtype=bool)
 _STARTS_BLANK[[*_ASCII_BLANKS, 0xC2, 0xE1, 0xE2, 0xE3]] = True
 _ENDS_BLANK_1 = np.zeros(256, dtype=bool)
