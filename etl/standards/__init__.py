@@ -110,19 +110,22 @@ def char_lengths(values: pa.StringArray) -> np.ndarray:
 def fixed_width(values: pa.StringArray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The UTF-8 bytes of the values as an (n, width) uint8 matrix, and the mask of values that
     are exactly ``width`` bytes long; other rows (and nulls) hold "0" bytes. Zero-copy when every
-    value already has the width: the matrix is a view of the array's data buffer."""
+    value already has the width: the matrix is a view of the array's data buffer. The lengths
+    come from the offsets: every standard builds the matrix, some several times a column."""
     n = len(values)
-    fits = pc.fill_null(pc.equal(pc.binary_length(values), width), False)
     if n == 0:
         return np.zeros((0, width), np.uint8), np.zeros(0, bool)
-    if fits.false_count:
-        values = pc.if_else(fits, values, "0" * width)
+    fits = np.diff(np.frombuffer(values.buffers()[1], np.int32, n + 1, values.offset * 4)) == width
+    if values.null_count:
+        fits &= as_mask(values.is_valid())
+    if not fits.all():
+        values = pc.if_else(pa.array(fits), values, "0" * width)
     # All n values are now `width` bytes long and adjacent in the data buffer; a sliced array
     # starts at its own first offset.
     offsets, data = values.buffers()[1:3]
     start = int(np.frombuffer(offsets, np.int32, count=1, offset=values.offset * 4)[0])
     matrix = np.frombuffer(data, np.uint8, count=n * width, offset=start).reshape(n, width)
-    return matrix, fits.to_numpy(zero_copy_only=False)
+    return matrix, fits
 
 
 def strings_from_matrix(matrix: np.ndarray) -> pa.StringArray:
