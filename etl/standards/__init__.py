@@ -193,12 +193,16 @@ def fix_where(
     values: pa.StringArray, where: np.ndarray, fix: Callable[[pa.StringArray], pa.StringArray]
 ) -> pa.StringArray:
     """``values`` with ``fix`` applied to the rows of ``where`` only: most values are already
-    in canonical form, and regular expressions over every row cost far more than a byte test."""
+    in canonical form, and regular expressions over every row cost far more than a byte test.
+    ``values`` itself when the fix changes nothing (values already normalised, judged again),
+    as replacing rows copies the whole array."""
     where = where & as_mask(values.is_valid())
     if not where.any():
         return values
     mask = pa.array(where)
-    return pc.replace_with_mask(values, mask, fix(values.filter(mask)))
+    rows = values.filter(mask)
+    fixed = fix(rows)
+    return values if fixed.equals(rows) else pc.replace_with_mask(values, mask, fixed)
 
 
 # --------------------------------------------------------------------------- registries
