@@ -138,10 +138,15 @@ class SeenKeys:
 
     def repeats(self, hashes: np.ndarray) -> np.ndarray:
         """Mask of hashes seen before or earlier in the same batch; remembers the rest."""
-        order = np.argsort(hashes, kind="stable")  # sorted needles keep the probes local
+        # Sorted needles keep the probes local. numpy's default sort is several times faster
+        # than its stable one, which is needed only when a hash repeats in the batch: then the
+        # copy first in batch order must be the one remembered.
+        order = np.argsort(hashes)
         ordered = hashes[order]
         repeat = np.zeros(len(hashes), dtype=bool)
         repeat[1:] = ordered[1:] == ordered[:-1]  # later copies within the batch
+        if repeat.any():
+            order = np.argsort(hashes, kind="stable")
         slots = (ordered >> np.uint64(64 - self.FILTER_BITS)).astype(np.int64)
         maybe = np.flatnonzero(self.filter[slots])
         if len(maybe):
@@ -152,7 +157,7 @@ class SeenKeys:
         run = ordered[~repeat]
         self.filter[slots] = True
         while self.runs and len(self.runs[-1]) <= len(run):
-            run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")
+            run = np.sort(np.concatenate([self.runs.pop(), run]))
         if len(run):
             self.runs.append(run)
         found = np.empty_like(repeat)
@@ -160,24 +165,38 @@ class SeenKeys:
         return found
 
 
-# Whitespace that may surround a value: ASCII blanks and the Unicode spaces department
-# systems produce (NBSP, NEL, U+1680, U+2000-U+200A, U+2028/9, U+202F, U+205F, U+3000),
-# told apart by their leading byte and by their whole encoding at the end of a value.
-_ASCII_BLANKS = [0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20]
-_STARTS_BLANK = np.zeros(256, dtype=bool)
-_STARTS_BLANK[[*_ASCII_BLANKS, 0xC2, 0xE1, 0xE2, 0xE3]] = True
-_ENDS_BLANK_1 = np.zeros(256, dtype=bool)
-_ENDS_BLANK_1[_ASCII_BLANKS] = True
+# Whitespace that may surround a value, as str.strip() and pyarrow's utf8_trim_whitespace see
+# it: ASCII blanks (the separators U+001C-U+001F too) and the Unicode spaces (NBSP, NEL,
+# U+1680, U+2000-U+200A, U+2028/9, U+202F, U+205F, U+3000), told apart by their leading byte
+# and by their whole encoding at the end of a value. Byte ranges, not lookup tables: a few
+# comparisons over a column cost less than one gather.
+_ASCII_BLANKS = ((0x09, 0x0D), (0x1C, 0x20))
+_STARTS_BLANK = (*_ASCII_BLANKS, (0xC2, 0xC2), (0xE1, 0xE3))
 _ENDS_BLANK_2 = np.array([0xC2A0, 0xC285])
 _ENDS_BLANK_3 = np.array(
     [0xE19A80, *range(0xE28080, 0xE2808B), 0xE280A8, 0xE280A9, 0xE280AF, 0xE2819F, 0xE38080]
 )
+# The last bytes of those multi-byte encodings: only values ending in one need a closer look.
+_ENDS_MULTI = ((0x80, 0x8A), (0x9F, 0xA0), (0xA8, 0xA9), (0xAF, 0xAF))
 
 
-def _needs_trim(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> bool:
-    """Whether any non-empty value [start, end) of ``data`` may begin or end with whitespace."""
-    if _STARTS_BLANK[data[starts]].any() or _ENDS_BLANK_1[data[ends - 1]].any():
+def _in_ranges(values: np.ndarray, ranges: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Bytes within any of the inclusive ranges (uint8 wraps below a range's start)."""
+    found = np.zeros(len(values), dtype=bool)
+    for low, high in ranges:
+        found |= values - np.uint8(low) <= np.uint8(high - low)
+    return found
+
+
+def _needs_trim(data: np.ndarray, offsets: np.ndarray) -> bool:
+    """Whether any value of ``data`` between ``offsets`` may begin or end with whitespace.
+    An empty value reads a neighbour's byte, which is judged anyway: at worst a needless trim."""
+    first = np.take(data, offsets[:-1], mode="clip")
+    last = np.take(data, offsets[1:] - 1, mode="clip")
+    if _in_ranges(first, _STARTS_BLANK).any() or _in_ranges(last, _ASCII_BLANKS).any():
         return True
+    maybe = _in_ranges(last, _ENDS_MULTI)
+    starts, ends = offsets[:-1][maybe], offsets[1:][maybe]
     two, three = ends - starts >= 2, ends - starts >= 3
     last2 = data[ends[two] - 2].astype(np.int32) << 8 | data[ends[two] - 1]
     tail3 = ends[three]
@@ -191,10 +210,9 @@ def _blank_to_null(values: pa.Array) -> pa.Array:
     every value, so it runs only when some value may start or end with whitespace."""
     if values.type == pa.string() and len(values) and values.buffers()[2] is not None:
         offsets = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, values.offset * 4)
-        filled = np.diff(offsets) > 0
         data = np.frombuffer(values.buffers()[2], np.uint8)
-        if not _needs_trim(data, offsets[:-1][filled], offsets[1:][filled]):
-            empty = ~filled & values.is_valid().to_numpy(zero_copy_only=False)
+        if len(data) and not _needs_trim(data, offsets):
+            empty = (np.diff(offsets) == 0) & values.is_valid().to_numpy(zero_copy_only=False)
             return pc.if_else(pa.array(empty), None, values) if empty.any() else values
     trimmed = pc.utf8_trim_whitespace(values)
     return pc.if_else(pc.equal(trimmed, ""), None, trimmed)

@@ -178,6 +178,22 @@ def test_every_rule_kind_judges_rows_and_explains_itself():
     assert validator.tally.failed["id_sex:id_number,sex"] == 1
 
 
+def test_values_are_trimmed_as_str_strip_does_whatever_else_is_in_the_batch():
+    # Trimming is skipped for batches without blanks at an edge: the test for one must know
+    # every character str.strip() removes, the separators U+001C-U+001F included.
+    blanks = [chr(c) for c in range(0x10000) if chr(c).strip() == ""]
+    assert {"\x1c", "\x1f", "\xa0", "\u3000"} <= set(blanks)
+    context = StandardContext.from_profile(load_profile())
+    for n, blank in enumerate(blanks):
+        plates = [f"{blank}鲁C1{blank}", f"鲁C2{blank}", blank]
+        ids = [make_id_number("370322", f"198{k}0101", f"{n:03d}") for k in range(3)]
+        rows = [{"id_number": i, "plate": p} for i, p in zip(ids, plates, strict=True)]
+        good = Validator(_contract(), context).check(_batch(rows)).good
+        assert good.column("plate").to_pylist() == [p.strip() or None for p in plates], hex(
+            ord(blank)
+        )
+
+
 def test_severity_overrides_must_name_real_rules():
     with pytest.raises(ValueError, match="unknown rules"):
         _contract(severity={"gb11643:nope": "warning"})

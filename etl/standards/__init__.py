@@ -103,26 +103,36 @@ def first_failure(values: pa.Array, checks: Sequence[tuple[str, Mask]]) -> Array
 
 def char_lengths(values: pa.StringArray) -> np.ndarray:
     """Length in characters (not bytes: 18 full-width digits are the right length, wrong
-    characters); 0 for nulls."""
+    characters); 0 for nulls. Code columns are mostly ASCII text, whose lengths the offsets
+    give without decoding."""
+    n = len(values)
+    if n and values.buffers()[2] is not None:
+        offsets = np.frombuffer(values.buffers()[1], np.int32, n + 1, values.offset * 4)
+        text = np.frombuffer(values.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+        if not len(text) or text.max() < 0x80:
+            return np.diff(offsets) * as_mask(values.is_valid())
     return pc.fill_null(pc.utf8_length(values), 0).to_numpy(zero_copy_only=False)
 
 
 def fixed_width(values: pa.StringArray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The UTF-8 bytes of the values as an (n, width) uint8 matrix, and the mask of values that
     are exactly ``width`` bytes long; other rows (and nulls) hold "0" bytes. Zero-copy when every
-    value already has the width: the matrix is a view of the array's data buffer."""
+    value already has the width: the matrix is a view of the array's data buffer. The lengths
+    come from the offsets: every standard builds the matrix, some several times a column."""
     n = len(values)
-    fits = pc.fill_null(pc.equal(pc.binary_length(values), width), False)
     if n == 0:
         return np.zeros((0, width), np.uint8), np.zeros(0, bool)
-    if fits.false_count:
-        values = pc.if_else(fits, values, "0" * width)
+    fits = np.diff(np.frombuffer(values.buffers()[1], np.int32, n + 1, values.offset * 4)) == width
+    if values.null_count:
+        fits &= as_mask(values.is_valid())
+    if not fits.all():
+        values = pc.if_else(pa.array(fits), values, "0" * width)
     # All n values are now `width` bytes long and adjacent in the data buffer; a sliced array
     # starts at its own first offset.
     offsets, data = values.buffers()[1:3]
     start = int(np.frombuffer(offsets, np.int32, count=1, offset=values.offset * 4)[0])
     matrix = np.frombuffer(data, np.uint8, count=n * width, offset=start).reshape(n, width)
-    return matrix, fits.to_numpy(zero_copy_only=False)
+    return matrix, fits
 
 
 def strings_from_matrix(matrix: np.ndarray) -> pa.StringArray:
@@ -190,12 +200,16 @@ def fix_where(
     values: pa.StringArray, where: np.ndarray, fix: Callable[[pa.StringArray], pa.StringArray]
 ) -> pa.StringArray:
     """``values`` with ``fix`` applied to the rows of ``where`` only: most values are already
-    in canonical form, and regular expressions over every row cost far more than a byte test."""
+    in canonical form, and regular expressions over every row cost far more than a byte test.
+    ``values`` itself when the fix changes nothing (values already normalised, judged again),
+    as replacing rows copies the whole array."""
     where = where & as_mask(values.is_valid())
     if not where.any():
         return values
     mask = pa.array(where)
-    return pc.replace_with_mask(values, mask, fix(values.filter(mask)))
+    rows = values.filter(mask)
+    fixed = fix(rows)
+    return values if fixed.equals(rows) else pc.replace_with_mask(values, mask, fixed)
 
 
 # --------------------------------------------------------------------------- registries

@@ -12,10 +12,11 @@ Reason codes, in the order they are tried:
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl.standards import ArrayVerdict, first_failure, vectorised
+from etl.standards import ArrayVerdict, bytes_between, first_failure, fixed_width, vectorised
 
 SEXES = {"0": "未知的性别", "1": "男性", "2": "女性", "9": "未说明的性别"}
 
@@ -125,6 +126,12 @@ def validate_sex(values: pa.StringArray) -> ArrayVerdict:
     return first_failure(values, [("unknown_code", pc.invert(pc.is_in(values, value_set=known)))])
 
 
+def _two_digits(values: pa.StringArray) -> np.ndarray:
+    """Values of two ASCII digits (``^\\d\\d$`` as a byte test, several times cheaper)."""
+    matrix, fits = fixed_width(values, 2)
+    return fits & bytes_between(matrix, "0", "9")
+
+
 @vectorised
 def validate_ethnicity(
     values: pa.StringArray, extra: tuple[str, ...] = DEFAULT_EXTRA_ETHNICITY
@@ -133,7 +140,7 @@ def validate_ethnicity(
     return first_failure(
         values,
         [
-            ("format", pc.invert(pc.match_substring_regex(values, r"^\d\d$"))),
+            ("format", ~_two_digits(values)),
             ("unknown_code", pc.invert(pc.is_in(values, value_set=known))),
         ],
     )

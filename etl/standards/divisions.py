@@ -17,6 +17,7 @@ Reason codes, in the order they are tried:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -171,6 +172,12 @@ def validate_gb2260(values: pa.StringArray, index: DivisionIndex | None = None) 
     )
 
 
+@functools.cache
+def _statistical_codes(index: DivisionIndex) -> pa.StringArray:
+    """The county's 12-digit codes as a value set, built once per index, not per batch."""
+    return pa.array(sorted(index.statistical_codes), pa.string())
+
+
 @vectorised
 def validate_nbs(values: pa.StringArray, index: DivisionIndex) -> ArrayVerdict:
     """12-digit statistical codes of the county's villages and towns (or the county), checked
@@ -178,7 +185,7 @@ def validate_nbs(values: pa.StringArray, index: DivisionIndex) -> ArrayVerdict:
     if index is None:
         raise ValueError("NBS codes are checked against a DivisionIndex; none was given")
     wrong_length, wrong_chars, _ = _digit_codes(values, 12)
-    known = pa.array(sorted(index.statistical_codes), pa.string())
+    known = _statistical_codes(index)
     return first_failure(
         values,
         [
