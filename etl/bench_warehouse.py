@@ -20,8 +20,8 @@
 
 The report (Markdown + JSON under ``<COUNTYLAKE_HOME>/reports/bench-warehouse.*``) gives the
 times, rows/s, the ratio, node-seconds per layer and the slowest nodes of each build (from
-dbt's run_results.json) and the machine's load. It exits 0 with a report (even when the target
-is missed), 1 on errors.
+the build's ``build_results.json``) and the machine's load. It exits 0 with a report (even
+when the target is missed), 1 on errors.
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ LAYERS = (("stg_", "staging"), ("int_", "intermediate"), ("base_", "base"), ("di
 
 
 def node_layer(unique_id: str) -> tuple[str, str]:
-    """(name, layer) of a dbt node from run_results: a test counts under the layer it tests."""
+    """(name, layer) of a dbt node of a build's results: a test counts under the layer it tests."""
     kind, _, name, *_ = unique_id.split(".")
     if kind in ("seed", "snapshot"):
         return name, kind + "s"
@@ -287,15 +287,15 @@ def measure_build(home: Path, label: str) -> dict:
     clock = time.perf_counter()
     summary = warehouse.build(home, progress=None)
     seconds = time.perf_counter() - clock
-    results = {"results": [], "elapsed_time": 0.0}  # a build with nothing new runs no dbt
+    results = {"results": [], "elapsed": 0.0}  # a build with nothing new runs no dbt
     if summary["mode"] != "unchanged":
-        run_results = home / "warehouse" / "dbt" / "target" / "run_results.json"
-        results = json.loads(run_results.read_text(encoding="utf-8"))
+        path = warehouse.build_results_path(home)
+        results = json.loads(path.read_text(encoding="utf-8"))
     timings, layers = [], {}
     for r in results["results"]:
         name, layer = node_layer(r["unique_id"])
-        timings.append((name, r["execution_time"]))
-        layers[layer] = layers.get(layer, 0.0) + r["execution_time"]
+        timings.append((name, r["seconds"]))
+        layers[layer] = layers.get(layer, 0.0) + r["seconds"]
     timings.sort(key=lambda kv: -kv[1])
     size = (home / "warehouse" / warehouse.WAREHOUSE_FILE).stat().st_size
     log(f"  {summary['mode']}: {seconds:.1f} s, {summary['nodes']}, {size / 2**20:,.0f} MB")
@@ -304,7 +304,7 @@ def measure_build(home: Path, label: str) -> dict:
         "plan": summary.get("plan"),
         "steps": summary.get("steps", {}),
         "seconds": round(seconds, 2),
-        "dbt_seconds": round(results["elapsed_time"], 2),
+        "dbt_seconds": round(results["elapsed"] or 0.0, 2),
         "nodes": summary["nodes"],
         "file_mb": round(size / 2**20, 1),
         "layers": {k: round(v, 2) for k, v in sorted(layers.items(), key=lambda kv: -kv[1])},

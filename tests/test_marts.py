@@ -11,6 +11,7 @@ import shutil
 import pytest
 from test_warehouse import HEX_DIGEST, RAW_ID, RAW_MOBILE
 
+from etl import warehouse
 from etl.contracts import REPO_ROOT, load_profile, load_systems
 
 MARTS_DIR = REPO_ROOT / "warehouse" / "models" / "marts"
@@ -78,6 +79,7 @@ def test_every_mart_is_built_with_grain_and_privacy_tests(built):
             ).fetchall()
         }
     assert sorted(tables) == MART_NAMES
+    assert warehouse.run_dbt(["parse"], built.home).success  # builds skip writing the manifest
     manifest = json.loads(
         (built.home / "warehouse" / "dbt" / "target" / "manifest.json").read_text("utf-8")
     )

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import stat
+from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -73,8 +74,10 @@ def test_builds_succeed_and_swap_in_a_complete_file(built):
         schemas = {s for s, _ in tables(con)}
     assert builds == [(False, built.first["key_id"])] * 2 + [(True, built.first["key_id"])]
     assert {"staging", "intermediate", "base", "snapshots", "reference"} <= schemas
-    # dbt's own output stays under the data root
-    assert (directory / "dbt" / "target" / "manifest.json").exists()
+    # dbt's own output stays under the data root; the last build's nodes are kept there
+    results = json.loads(warehouse.build_results_path(built.home).read_text(encoding="utf-8"))
+    assert results["build_id"] == built.full["build_id"]
+    assert Counter(r["status"] for r in results["results"]) == built.full["nodes"]
     assert (directory / "dbt" / "logs").is_dir()
 
 
