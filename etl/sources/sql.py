@@ -59,17 +59,24 @@ def stream_query(url: str, query: str, batch_rows: int = BATCH_ROWS) -> pa.Recor
 
 
 def _postgres_stream(url: str, query: str) -> pa.RecordBatchReader:
-    """ADBC's stream of ``query``; the connection closes when the stream ends or is dropped."""
-    import adbc_driver_postgresql.dbapi as adbc
+    """ADBC's stream of ``query``; the connection closes when the stream ends or is dropped.
 
-    connection = adbc.connect(url)
+    Through the driver manager's own objects rather than its DB-API module, which imports
+    pyarrow.dataset and pandas (most of a second on every first extraction in a process)."""
+    import adbc_driver_manager
+    import adbc_driver_postgresql
+
+    opened = [adbc_driver_postgresql.connect(url)]
     try:
-        cursor = connection.cursor()
-        cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": BATCH_BYTES})
-        cursor.execute(query)
-        reader = cursor.fetch_record_batch()
+        opened.append(adbc_driver_manager.AdbcConnection(opened[-1]))
+        opened.append(adbc_driver_manager.AdbcStatement(opened[-1]))
+        statement = opened[-1]
+        statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": BATCH_BYTES})
+        statement.set_sql_query(query)
+        stream, _ = statement.execute_query()
+        reader = pa.RecordBatchReader._import_from_c(stream.address)
     except BaseException:
-        connection.close()
+        _close(opened)
         raise
 
     schema = pa.schema([_storage_field(f) for f in reader.schema])
@@ -81,10 +88,16 @@ def _postgres_stream(url: str, query: str) -> pa.RecordBatchReader:
                     [_storage(column) for column in batch.columns], schema=schema
                 )
         finally:
-            cursor.close()
-            connection.close()
+            reader.close()
+            _close(opened)
 
     return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _close(opened: list) -> None:
+    """Close ADBC's statement, connection and database, the last opened first."""
+    for handle in reversed(opened):
+        handle.close()
 
 
 def _storage_field(f: pa.Field) -> pa.Field:
