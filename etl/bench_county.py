@@ -49,6 +49,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -325,6 +326,7 @@ def _measure_gx(spec: dict) -> dict:
 
 def _measure_night(spec: dict) -> dict:
     """One night: ingest ``spec['day']`` (none: only the rest), quality, warehouse, uplinks."""
+    from etl.bench import _own_peak_mb
     from etl.bench_warehouse import ingest_day, measure_build
     from etl.gx import write_data_docs
     from etl.ledger import Ledger
@@ -338,27 +340,32 @@ def _measure_night(spec: dict) -> dict:
     baseline = _baseline_mb()
     clock = _Clock()
     steps: dict[str, float] = {}
+    peaks: dict[str, float | None] = {}  # the child's high-water mark after each step
+
+    @contextmanager
+    def step(name: str):
+        began = time.perf_counter()
+        yield
+        steps[name] = time.perf_counter() - began
+        peaks[name] = _own_peak_mb()
+
     ingest: dict = {"datasets": {}}
     if spec.get("day"):
-        began = time.perf_counter()
-        server = ApiServer(home, port=0).start()
-        try:
-            ingest = ingest_day(home, date.fromisoformat(spec["day"]), server.port)
-        finally:
-            server.stop()
-        steps["ingest (etl.pipeline, all datasets)"] = time.perf_counter() - began
+        with step("ingest (etl.pipeline, all datasets)"):
+            server = ApiServer(home, port=0).start()
+            try:
+                ingest = ingest_day(home, date.fromisoformat(spec["day"]), server.port)
+            finally:
+                server.stop()
         log(f"  ingested {spec['day']}: {ingest['rows_landed']:,} rows landed")
-    began = time.perf_counter()
-    write_data_docs(home, docs_runs(Ledger(where.ledger)))
-    steps["quality (Data Docs)"] = time.perf_counter() - began
+    with step("quality (Data Docs)"):
+        write_data_docs(home, docs_runs(Ledger(where.ledger)))
     build, lines = None, []
     if spec.get("warehouse", True):
-        began = time.perf_counter()
-        build = measure_build(home, spec["label"])
-        steps["warehouse (etl.warehouse.build)"] = time.perf_counter() - began
-        began = time.perf_counter()
-        lines = deliver_all(where, progress=lambda _m: None)
-        steps["uplinks (etl.uplink, reference receivers)"] = time.perf_counter() - began
+        with step("warehouse (etl.warehouse.build)"):
+            build = measure_build(home, spec["label"])
+        with step("uplinks (etl.uplink, reference receivers)"):
+            lines = deliver_all(where, progress=lambda _m: None)
     timing = clock.stop()
     errors = [f"{line['resource']}: {line['error']}" for line in lines if line.get("error")]
     if errors:
@@ -370,6 +377,7 @@ def _measure_night(spec: dict) -> dict:
            ("rows_read", "rows_landed", "rows_quarantined", "rows_unchanged")},
         **timing,
         "steps": {k: round(v, 3) for k, v in steps.items()},
+        "step_peaks_mb": peaks,
         "per_dataset": ingest["datasets"],
         "build": build,
         "uplink_rows_sent": sum(line.get("rows_sent") or 0 for line in lines),
@@ -662,10 +670,15 @@ def night_lines(r: dict) -> list[str]:
 
     daily, quiet = r["stages"]["daily"]["project"], r["stages"]["unchanged"]["project"]
     steps = list(dict.fromkeys([*daily["steps"], *quiet["steps"]]))
-    lines = ["| step | daily run s | nothing changed s |", "| --- | ---: | ---: |"]
+    lines = [
+        "| step | daily run s | nothing changed s | daily run peak MB after it |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for step in steps:
+        peak = daily.get("step_peaks_mb", {}).get(step)
         lines.append(
-            f"| {step} | {daily['steps'].get(step, 0):.2f} | {quiet['steps'].get(step, 0):.2f} |"
+            f"| {step} | {daily['steps'].get(step, 0):.2f} | {quiet['steps'].get(step, 0):.2f} "
+            f"| {'' if peak is None else f'{peak:,.0f}'} |"
         )
     slow = sorted(quiet["per_dataset"].items(), key=lambda kv: -kv[1]["seconds"])[:SLOWEST]
     lines += [
