@@ -353,6 +353,24 @@ def test_no_raw_id_number_or_mobile_in_any_table(built):
     assert scanned > 200
 
 
+def test_an_incremental_build_is_memory_bounded_and_retried_without_the_bound(
+    built, tmp_path, monkeypatch
+):
+    """An incremental build runs under DuckDB's default limit; one that runs out of memory
+    there is built again without it, and the warehouse is swapped in all the same."""
+    home = tmp_path / "home"
+    shutil.copytree(built.home, home)
+    monkeypatch.delenv(warehouse.MEMORY_ENV, raising=False)
+    monkeypatch.setattr(warehouse, "INCREMENTAL_MEMORY", "1MB")  # too little for any model
+    said: list[str] = []
+    summary = warehouse.build(home, select="dim_division", progress=said.append)
+    assert any("out of memory under DuckDB's 1MB limit" in line for line in said), said
+    assert summary["mode"] == "incremental" and summary["nodes"].get("success", 0) >= 1
+    with duckdb.connect(str(home / "warehouse" / warehouse.WAREHOUSE_FILE), read_only=True) as con:
+        builds = con.execute("select build_id from _meta.builds").fetchall()
+    assert builds[-1] == (summary["build_id"],)
+
+
 @pytest.fixture(scope="module")
 def docs_index(built) -> Path:
     return warehouse.docs(built.home)

@@ -17,9 +17,8 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 
 PADS = {"ipad": "COUNTYLAKE_HMAC_IPAD", "opad": "COUNTYLAKE_HMAC_OPAD"}
 BUILD = "COUNTYLAKE_BUILD_ID"  # rows carry the build that wrote them; its tests read those
-# An optional bound on the build's memory (DuckDB takes up to 80% of the machine by default and
-# spills beyond a bound; at scale 5 a 1.5 GB bound was too tight for the register's snapshot
-# beside a mart: "failed to pin block")
+# DuckDB's memory limit for the build (etl.warehouse sets it: see MEMORY_ENV there); DuckDB
+# takes up to 80% of the machine without one and spills beyond one
 MEMORY = "COUNTYLAKE_DUCKDB_MEMORY"
 
 
