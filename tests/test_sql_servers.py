@@ -62,3 +62,33 @@ def test_postgres_numeric_and_json_arrive_as_plain_text():
     ).read_all()
     assert table.schema.types == [pa.string(), pa.string(), pa.string()]
     assert table.to_pylist() == [{"amount": "1234.50", "detail": '{"a": 1}', "town": "高青"}]
+
+
+@pytest.mark.integration
+def test_postgres_type_catalogue_is_read_once_per_process_and_url():
+    """ADBC's database (the server's type catalogue) is opened once per URL and process; each
+    query still gets a connection of its own, and a forked child opens its own database."""
+    require_server(5432, "postgres")
+    import os
+    import signal
+
+    from etl.sources import sql
+
+    url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    first = sql.stream_query(url, "SELECT 1 AS n").read_all()
+    database = sql._DATABASES[(os.getpid(), url)]
+    second = sql.stream_query(url, "SELECT pg_backend_pid() AS pid").read_all()
+    third = sql.stream_query(url, "SELECT pg_backend_pid() AS pid").read_all()
+    assert first.to_pylist() == [{"n": 1}]
+    assert sql._DATABASES[(os.getpid(), url)] is database
+    assert second.column("pid")[0] != third.column("pid")[0]  # a new session per query
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child must not use its parent's database
+        signal.alarm(30)  # a child stuck on a lock inherited through fork dies, never hangs
+        rows = sql.stream_query(url, "SELECT 2 AS n").read_all().to_pylist()
+        mine = sql._DATABASES.get((os.getpid(), url)) is not None
+        os.write(write, b"ok" if rows == [{"n": 2}] and mine else b"no")
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(read, 2) == b"ok"
