@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +31,7 @@ from etl.contracts import Column, DatasetContract
 from etl.duck import scratch
 from etl.rules import Rule, rules_for
 from etl.sources.base import Chunk
-from etl.standards import StandardContext, gb11643, gb32100, phone
+from etl.standards import ArrayVerdict, Parsed, StandardContext, gb11643
 from etl.standards.divisions import village_in_town
 
 ARROW_TYPES = {
@@ -256,8 +257,27 @@ def event_time_column(dataset: DatasetContract) -> str | None:
     return stamps[0] if stamps else None
 
 
+# Rules judged on the parse of their column (``standards.PARSERS``), by kind: the standard
+# parsed and the verdict drawn from the parse.
+PARSED_VERDICTS: dict[str, tuple[str, Callable[[Parsed, StandardContext], ArrayVerdict]]] = {
+    "gb11643": ("gb11643", lambda ids, ctx: ids.verdict(ctx.divisions, ctx.today)),
+    "gb32100": ("gb32100", lambda codes, ctx: codes.verdict()),
+    "gb32100_org": ("gb32100", lambda codes, ctx: codes.org_check()),
+    "mobile": ("mobile", lambda mobiles, ctx: mobiles.verdict()),
+    "mobile_strict": ("mobile", lambda mobiles, ctx: mobiles.strict_verdict()),
+}
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _parse(parses: dict, name: str, standard: str, values: pa.Array) -> Parsed:
+    """The batch's parse of column ``name`` by ``standard``, made on first use."""
+    key = (name, standard)
+    if key not in parses:
+        parses[key] = standards.PARSERS[standard](standards.to_array(values))
+    return parses[key]
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -286,8 +306,9 @@ class Validator:
 
     # ------------------------------------------------------------------ conform
 
-    def _conform(self, column: Column, values: pa.Array) -> tuple[pa.Array, pa.Array]:
-        """(typed values, present-at-source mask) for one column."""
+    def _conform(self, column: Column, values: pa.Array, parses: dict) -> tuple[pa.Array, pa.Array]:
+        """(typed values, present-at-source mask) for one column; the parse of a code column
+        goes to ``parses`` for its rules."""
         if _is_text(values.type):
             values = _blank_to_null(values)
         present = pc.is_valid(values)
@@ -297,8 +318,8 @@ class Validator:
                 values = pc.cast(values, target)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 values = self._try_cast(column, values)
-        if column.standard in standards.NORMALIZERS:
-            values = standards.NORMALIZERS[column.standard](values)
+        if column.standard in standards.PARSERS:
+            values = _parse(parses, column.name, column.standard, values).text
         return values, present
 
     def _try_cast(self, column: Column, values: pa.Array) -> pa.Array:
@@ -316,7 +337,12 @@ class Validator:
     # ------------------------------------------------------------------ judge
 
     def _judge(
-        self, rule: Rule, typed: dict[str, pa.Array], present: dict[str, pa.Array], source
+        self,
+        rule: Rule,
+        typed: dict[str, pa.Array],
+        present: dict[str, pa.Array],
+        source: dict[str, pa.Array],
+        parses: dict,
     ) -> tuple[pa.Array, pa.Array | None, int]:
         """(failure mask, reason codes or None, values checked) of one row-level rule."""
         name = rule.columns[0]
@@ -328,17 +354,15 @@ class Validator:
             return pc.and_(present[name], pc.is_null(values)), None, present[name].true_count
         if kind == "not_null":
             return pc.invert(present[name]), None, len(values)
+        if kind in PARSED_VERDICTS:
+            standard, judge = PARSED_VERDICTS[kind]
+            verdict = judge(_parse(parses, name, standard, values), self.context)
+            return pc.invert(verdict.valid), verdict.reason, checked
         if kind in standards.VALIDATORS:
             verdict = standards.VALIDATORS[kind](values, self.context)
             return pc.invert(verdict.valid), verdict.reason, checked
         if kind == "gb11643_legacy":
             return pc.fill_null(gb11643.is_legacy(source[name]), False), None, checked
-        if kind == "gb32100_org":
-            verdict = gb32100.org_check(values)
-            return pc.invert(verdict.valid), verdict.reason, checked
-        if kind == "mobile_strict":
-            verdict = phone.validate_mobile_strict(values)
-            return pc.invert(verdict.valid), verdict.reason, checked
         if kind == "values":
             allowed = pa.array(column.values, pa.string())
             known = pc.is_in(pc.cast(values, pa.string()), value_set=allowed)
@@ -352,8 +376,8 @@ class Validator:
         elif kind == "pattern":
             fail = pc.invert(pc.match_substring_regex(values, column.pattern))
         elif kind in ("id_birth_date", "id_sex"):
-            derive = gb11643.birth_date if kind == "id_birth_date" else gb11643.sex
-            derived = derive(values)
+            ids = _parse(parses, name, "gb11643", values)
+            derived = ids.birth_date() if kind == "id_birth_date" else ids.sex()
             fail = pc.not_equal(derived, pc.cast(typed[rule.columns[1]], derived.type))
         elif kind == "village_in_town":
             verdict = village_in_town(values, typed[rule.columns[1]])
@@ -364,15 +388,17 @@ class Validator:
 
     def check(self, chunk: Chunk) -> Checked:
         batch = chunk.batch
-        source, typed, present = {}, {}, {}
+        source, typed, present, parses = {}, {}, {}, {}
         for column in self.dataset.columns:
             source[column.name] = _source_column(batch, column.at_source)
-            typed[column.name], present[column.name] = self._conform(column, source[column.name])
+            typed[column.name], present[column.name] = self._conform(
+                column, source[column.name], parses
+            )
         blocking: list[tuple[Rule, pa.Array, pa.Array | None]] = []
         for rule in self.rules:
             if not rule.row_level or rule.kind == "unique":
                 continue
-            fail, reason, checked = self._judge(rule, typed, present, source)
+            fail, reason, checked = self._judge(rule, typed, present, source, parses)
             self.tally.add(rule, checked, fail, reason)
             if rule.blocking and fail.true_count:
                 blocking.append((rule, fail, reason))

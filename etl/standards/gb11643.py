@@ -20,6 +20,7 @@ sum, address and date fields of every number at once.
 from __future__ import annotations
 
 import calendar
+import functools
 from datetime import date
 
 import numpy as np
@@ -127,6 +128,70 @@ def _normalised(values: pa.StringArray) -> tuple[pa.StringArray, np.ndarray, np.
     return text, matrix, fits & _well_formed(matrix)
 
 
+def _real_date(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Calendar dates (Gregorian leap years) from EARLIEST_BIRTH_YEAR on."""
+    leap = _LEAP_YEARS[np.clip(year, 0, 9999)]
+    month_ok = (month >= 1) & (month <= 12)
+    days = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + (leap & (month == 2))
+    return month_ok & (day >= 1) & (day <= days) & (year >= EARLIEST_BIRTH_YEAR)
+
+
+class IdNumbers:
+    """A column of ID numbers normalised and parsed once: the rule engine judges it by several
+    rules (the standard, birth date, sex), which share the byte matrix and the field sums."""
+
+    def __init__(self, values: pa.StringArray):
+        self.text, self.matrix, self.well_formed = _normalised(values)
+
+    @functools.cached_property
+    def fields(self) -> np.ndarray:
+        """Check sum, address, year, month and day of each row (garbage for malformed rows)."""
+        return weighted_sums(self.matrix, _FIELDS) - _ZERO_BYTES
+
+    def failures(
+        self, divisions: DivisionIndex | None = None, today: date | None = None
+    ) -> list[tuple[str, np.ndarray]]:
+        """The (reason, failure mask) checks of the module docstring, in order."""
+        lengths = char_lengths(self.text)
+        total, address, year, month, day = self.fields
+        province_ok, unit_ok = address_checks(address, divisions, id_forms=True)
+        today = today or date.today()
+        birth = year * 10000 + month * 100 + day
+        return [
+            ("length", (lengths != 15) & (lengths != 18)),
+            ("charset", ~self.well_formed),
+            ("address", ~(province_ok & unit_ok)),
+            ("birth_date", ~_real_date(year, month, day)),
+            ("birth_future", birth > today.year * 10000 + today.month * 100 + today.day),
+            ("check", self.matrix[:, 17] != _CHECK_BYTES[total % 11]),
+        ]
+
+    def verdict(
+        self, divisions: DivisionIndex | None = None, today: date | None = None
+    ) -> ArrayVerdict:
+        return first_failure(self.text, self.failures(divisions, today))
+
+    @functools.cached_property
+    def valid(self) -> np.ndarray:
+        """Valid numbers (without a ``DivisionIndex``): the ones birth date and sex come from."""
+        failed = np.logical_or.reduce([mask for _, mask in self.failures()])
+        return as_mask(self.text.is_valid()) & ~failed
+
+    def birth_date(self) -> pa.Array:
+        """The birth dates (date32) of valid numbers, null elsewhere."""
+        _, _, year, month, day = self.fields
+        year, month, day = (np.where(self.valid, field, 1) for field in (year, month, day))
+        months = (year - 1970) * 12 + month - 1
+        days = months.astype("datetime64[M]").astype("datetime64[D]") + (day - 1)
+        return pa.array(days, pa.date32(), mask=~self.valid)
+
+    def sex(self) -> pa.StringArray:
+        """GB/T 2261.1 sex ("1" male, "2" female) from the 17th digit of valid numbers, null
+        elsewhere."""
+        odd = (self.matrix[:, 16] - np.uint8(ord("0"))) % 2 == 1
+        return pc.take(pa.array(["2", "1"]), pa.array(odd.astype(np.int8), mask=~self.valid))
+
+
 @vectorised
 def normalize(values: pa.StringArray) -> pa.StringArray:
     """The spelling the lake stores: blanks removed (internal and full-width ones too), x
@@ -145,65 +210,21 @@ def is_legacy(values: pa.StringArray) -> pa.BooleanArray:
     return pa.array(legacy)
 
 
-def _fields(matrix: np.ndarray) -> np.ndarray:
-    """Check sum, address, year, month and day of each row (garbage for malformed rows)."""
-    return weighted_sums(matrix, _FIELDS) - _ZERO_BYTES
-
-
-def _real_date(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
-    """Calendar dates (Gregorian leap years) from EARLIEST_BIRTH_YEAR on."""
-    leap = _LEAP_YEARS[np.clip(year, 0, 9999)]
-    month_ok = (month >= 1) & (month <= 12)
-    days = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + (leap & (month == 2))
-    return month_ok & (day >= 1) & (day <= days) & (year >= EARLIEST_BIRTH_YEAR)
-
-
 @vectorised
 def validate(
     values: pa.StringArray, divisions: DivisionIndex | None = None, today: date | None = None
 ) -> ArrayVerdict:
     """Judge ID numbers (normalised first); see the module docstring for the reason codes."""
-    text, matrix, well_formed = _normalised(values)
-    lengths = char_lengths(text)
-    total, address, year, month, day = _fields(matrix)
-    province_ok, unit_ok = address_checks(address, divisions, id_forms=True)
-    today = today or date.today()
-    birth = year * 10000 + month * 100 + day
-    return first_failure(
-        text,
-        [
-            ("length", (lengths != 15) & (lengths != 18)),
-            ("charset", ~well_formed),
-            ("address", ~(province_ok & unit_ok)),
-            ("birth_date", ~_real_date(year, month, day)),
-            ("birth_future", birth > today.year * 10000 + today.month * 100 + today.day),
-            ("check", matrix[:, 17] != _CHECK_BYTES[total % 11]),
-        ],
-    )
-
-
-def _valid_numbers(values: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
-    """(byte matrix of the normalised values, mask of valid numbers)."""
-    text, matrix, _ = _normalised(values)
-    verdict = validate(text)
-    return matrix, as_mask(verdict.valid) & as_mask(text.is_valid())
+    return IdNumbers(values).verdict(divisions, today)
 
 
 @vectorised
 def birth_date(values: pa.StringArray) -> pa.Array:
     """The birth dates (date32) of valid numbers, null elsewhere."""
-    matrix, valid = _valid_numbers(values)
-    _, _, year, month, day = _fields(matrix)
-    year, month, day = (np.where(valid, field, 1) for field in (year, month, day))
-    months = (year - 1970) * 12 + month - 1
-    days = months.astype("datetime64[M]").astype("datetime64[D]") + (day - 1)
-    return pa.array(days, pa.date32(), mask=~valid)
+    return IdNumbers(values).birth_date()
 
 
 @vectorised
 def sex(values: pa.StringArray) -> pa.StringArray:
-    """GB/T 2261.1 sex ("1" male, "2" female) from the 17th digit of valid numbers, null
-    elsewhere."""
-    matrix, valid = _valid_numbers(values)
-    odd = (matrix[:, 16] - np.uint8(ord("0"))) % 2 == 1
-    return pc.take(pa.array(["2", "1"]), pa.array(odd.astype(np.int8), mask=~valid))
+    """GB/T 2261.1 sex ("1" male, "2" female) of valid numbers, null elsewhere."""
+    return IdNumbers(values).sex()

@@ -80,28 +80,40 @@ def _mobile_ok(matrix: np.ndarray, fits: np.ndarray) -> np.ndarray:
     return ok & (matrix[:, 1] >= ord("3")) & (matrix[:, 1] <= ord("9"))
 
 
+class Mobiles:
+    """A column of mobile numbers normalised and parsed once: the rule engine judges it by the
+    standard and by its allocated-range tier, which share the byte matrix and the format test."""
+
+    def __init__(self, values: pa.StringArray):
+        self.text = normalize_mobile(values)
+        self.matrix, fits = fixed_width(self.text, 11)
+        self.well_formed = _mobile_ok(self.matrix, fits)
+
+    def verdict(self) -> ArrayVerdict:
+        return first_failure(self.text, [("format", ~self.well_formed)])
+
+    def strict_verdict(self) -> ArrayVerdict:
+        allocated_prefix, undecided = _allocated_by_prefix()
+        # other rows pass here: validate_mobile has them
+        prefix = np.where(self.well_formed, digit_values(self.matrix[:, :5]), 0)
+        allocated = allocated_prefix[prefix]
+        unsure = np.flatnonzero(self.well_formed & undecided[prefix])
+        if len(unsure):
+            rows = pa.array(unsure)
+            allocated[unsure] = pc.match_substring_regex(
+                self.text.take(rows), strict_mobile_pattern()
+            ).to_numpy(zero_copy_only=False)
+        return first_failure(self.text, [("not_allocated", self.well_formed & ~allocated)])
+
+
 @vectorised
 def validate_mobile(values: pa.StringArray) -> ArrayVerdict:
-    text = normalize_mobile(values)
-    return first_failure(text, [("format", pa.array(~_mobile_ok(*fixed_width(text, 11))))])
+    return Mobiles(values).verdict()
 
 
 @vectorised
 def validate_mobile_strict(values: pa.StringArray) -> ArrayVerdict:
-    text = normalize_mobile(values)
-    matrix, fits = fixed_width(text, 11)
-    allocated_prefix, undecided = _allocated_by_prefix()
-    prefix = digit_values(matrix[:, :5])
-    well_formed = _mobile_ok(matrix, fits)
-    prefix = np.where(well_formed, prefix, 0)  # other rows pass here: validate_mobile has them
-    allocated = allocated_prefix[prefix]
-    unsure = np.flatnonzero(well_formed & undecided[prefix])
-    if len(unsure):
-        rows = pa.array(unsure)
-        allocated[unsure] = pc.match_substring_regex(
-            text.take(rows), strict_mobile_pattern()
-        ).to_numpy(zero_copy_only=False)
-    return first_failure(text, [("not_allocated", pa.array(well_formed & ~allocated))])
+    return Mobiles(values).strict_verdict()
 
 
 @vectorised
