@@ -129,26 +129,42 @@ class SeenKeys:
     like a binary counter: checking a batch costs O(batch x log n), memory 8 bytes a key.
 
     A one-byte-per-slot filter on the hash's top bits answers "never seen" for most new keys
-    without touching the runs (64 MB of address space, resident only as slots are used)."""
+    without touching the runs. It grows with the keys (about 16 slots a key, up to 64 MB):
+    a window of a few thousand rows need not clear 64 MB."""
 
-    FILTER_BITS = 26
+    MIN_FILTER_BITS = 16
+    MAX_FILTER_BITS = 26
+    SLOTS_PER_KEY = 16
 
     def __init__(self) -> None:
         self.runs: list[np.ndarray] = []
-        self.filter = np.zeros(1 << self.FILTER_BITS, dtype=bool)
+        self.filter_bits = 0
+        self.filter = np.zeros(0, dtype=bool)
+
+    def _slots(self, hashes: np.ndarray) -> np.ndarray:
+        return (hashes >> np.uint64(64 - self.filter_bits)).astype(np.int64)
+
+    def _fit_filter(self, keys: int) -> None:
+        """Rebuild the filter from the runs when ``keys`` keys would crowd it."""
+        bits = (keys * self.SLOTS_PER_KEY).bit_length()
+        bits = min(max(bits, self.MIN_FILTER_BITS), self.MAX_FILTER_BITS)
+        if bits > self.filter_bits:
+            self.filter_bits = bits
+            self.filter = np.zeros(1 << bits, dtype=bool)
+            for run in self.runs:
+                self.filter[self._slots(run)] = True
 
     def repeats(self, hashes: np.ndarray) -> np.ndarray:
         """Mask of hashes seen before or earlier in the same batch; remembers the rest."""
-        # Sorted needles keep the probes local. numpy's default sort is several times faster
-        # than its stable one, which is needed only when a hash repeats in the batch: then the
-        # copy first in batch order must be the one remembered.
-        order = np.argsort(hashes)
-        ordered = hashes[order]
+        # Sorted needles keep the probes local. The batch's order is needed (an argsort, several
+        # times a sort's cost) only when some hash repeats; a stable one only when a hash repeats
+        # within the batch: then the copy first in batch order must be the one remembered.
+        ordered = np.sort(hashes)
         repeat = np.zeros(len(hashes), dtype=bool)
         repeat[1:] = ordered[1:] == ordered[:-1]  # later copies within the batch
-        if repeat.any():
-            order = np.argsort(hashes, kind="stable")
-        slots = (ordered >> np.uint64(64 - self.FILTER_BITS)).astype(np.int64)
+        within = repeat.any()
+        self._fit_filter(sum(map(len, self.runs)) + len(hashes))
+        slots = self._slots(ordered)
         maybe = np.flatnonzero(self.filter[slots])
         if len(maybe):
             candidates = ordered[maybe]
@@ -161,8 +177,10 @@ class SeenKeys:
             run = np.sort(np.concatenate([self.runs.pop(), run]))
         if len(run):
             self.runs.append(run)
+        if not repeat.any():
+            return repeat
         found = np.empty_like(repeat)
-        found[order] = repeat
+        found[np.argsort(hashes, kind="stable" if within else None)] = repeat
         return found
 
 
