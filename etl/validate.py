@@ -197,6 +197,7 @@ _ENDS_BLANK_3 = np.array(
 )
 # The last bytes of those multi-byte encodings: only values ending in one need a closer look.
 _ENDS_MULTI = ((0x80, 0x8A), (0x9F, 0xA0), (0xA8, 0xA9), (0xAF, 0xAF))
+_LEADS_3 = ((0xE1, 0xE3),)
 
 
 def _in_ranges(values: np.ndarray, ranges: tuple[tuple[int, int], ...]) -> np.ndarray:
@@ -214,13 +215,15 @@ def _needs_trim(data: np.ndarray, offsets: np.ndarray) -> bool:
     last = np.take(data, offsets[1:] - 1, mode="clip")
     if _in_ranges(first, _STARTS_BLANK).any() or _in_ranges(last, _ASCII_BLANKS).any():
         return True
-    maybe = _in_ranges(last, _ENDS_MULTI)
-    starts, ends = offsets[:-1][maybe], offsets[1:][maybe]
-    two, three = ends - starts >= 2, ends - starts >= 3
-    last2 = data[ends[two] - 2].astype(np.int32) << 8 | data[ends[two] - 1]
-    tail3 = ends[three]
-    last3 = (data[tail3 - 3].astype(np.int32) << 16) | (data[tail3 - 2].astype(np.int32) << 8)
-    last3 |= data[tail3 - 1]
+    maybe = np.flatnonzero(_in_ranges(last, _ENDS_MULTI))  # a mask indexes these slowly
+    starts, ends = offsets[maybe], offsets[maybe + 1]
+    # Chinese text often ends in those bytes too, but its characters lead with E4-E9: only
+    # values whose encoding leads with C2 or E1-E3 are worth assembling.
+    two = ends[(ends - starts >= 2) & (data[np.maximum(ends - 2, 0)] == 0xC2)]
+    three = ends[(ends - starts >= 3) & _in_ranges(data[np.maximum(ends - 3, 0)], _LEADS_3)]
+    last2 = data[two - 2].astype(np.int32) << 8 | data[two - 1]
+    last3 = (data[three - 3].astype(np.int32) << 16) | (data[three - 2].astype(np.int32) << 8)
+    last3 |= data[three - 1]
     return bool(np.isin(last2, _ENDS_BLANK_2).any() or np.isin(last3, _ENDS_BLANK_3).any())
 
 
