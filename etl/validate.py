@@ -314,6 +314,7 @@ class Validator:
         self.dataset = dataset
         self.context = context or StandardContext.from_profile(load_profile())
         self.schema = lake_schema(dataset)
+        self._landed_schema = self.schema.remove(self.schema.get_field_index("_op"))
         self.quarantine_schema = quarantine_schema(dataset)
         self.rules = rules_for(dataset)
         self.unique = next(r for r in self.rules if r.kind == "unique")
@@ -433,11 +434,14 @@ class Validator:
             blocking.append((self.unique, pa.array(repeat), None))
             bad |= repeat
         columns = [typed[c.name] for c in self.dataset.columns]
-        columns.append(pa.nulls(n, pa.string()).fill_null(chunk.origin))
         columns.append(extra_json(batch, self._known))
-        landed_schema = self.schema.remove(self.schema.get_field_index("_op"))
-        conformed = pa.RecordBatch.from_arrays(columns, schema=landed_schema)
-        good = conformed.filter(pa.array(~bad)) if bad.any() else conformed
+        at = self._landed_schema.get_field_index("_origin")
+        good = pa.RecordBatch.from_arrays(columns, schema=self._landed_schema.remove(at))
+        if bad.any():
+            good = good.filter(pa.array(~bad))
+        # The same origin on every row: made at the landed length rather than filtered.
+        origin = pa.nulls(good.num_rows, pa.string()).fill_null(chunk.origin)
+        good = good.add_column(at, self._landed_schema.field(at), origin)
         if self.time_column and good.num_rows:
             newest = pc.max(good.column(self.time_column)).as_py()
             if newest is not None and (self.newest is None or newest > self.newest):
