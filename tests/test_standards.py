@@ -291,6 +291,20 @@ def test_any_single_substitution_invalidates_a_credit_code(code, position, data)
 # --------------------------------------------------------------------------- divisions
 
 
+def test_address_checks_look_up_what_the_checks_give(index):
+    codes = np.concatenate(
+        [
+            np.random.default_rng(3).integers(0, 1_000_000, 50_000),
+            [int(c) for c in index.city_units],
+        ]
+    )
+    for division_index in (index, None):
+        for id_forms in (False, True):
+            looked_up = divisions.address_checks(codes, division_index, id_forms=id_forms)
+            checked = divisions._address_checks(codes, division_index, id_forms=id_forms)
+            assert all(np.array_equal(a, b) for a, b in zip(looked_up, checked, strict=True))
+
+
 def test_gb2260_codes(index):
     values = ["370322", "370302", "372331", "110105", "370399", "990000", "37032", "37032a", None]
     assert agree(divisions.validate_gb2260, values, index) == [
