@@ -212,6 +212,28 @@ def fix_where(
     return values if fixed.equals(rows) else pc.replace_with_mask(values, mask, fixed)
 
 
+def normalise_parsed(
+    values: pa.StringArray,
+    parse: Callable[[pa.StringArray], tuple[np.ndarray, ...]],
+    fix: Callable[[pa.StringArray], pa.StringArray],
+) -> tuple[pa.StringArray, tuple[np.ndarray, ...]]:
+    """(``values`` with ``fix`` applied to the rows ``parse`` finds malformed, ``parse`` of the
+    result). ``parse`` gives arrays with a row per value, the last the mask of well-formed
+    values; only the rows the fix rewrote are parsed again, as most values are canonical."""
+    parsed = parse(values)
+    text = fix_where(values, ~parsed[-1], fix)
+    if text is values:
+        return values, parsed
+    rows = np.flatnonzero(~parsed[-1] & as_mask(values.is_valid()))
+    again = parse(text.take(pa.array(rows)))
+    merged = []
+    for whole, part in zip(parsed, again, strict=True):
+        whole = whole.copy()  # the matrix may be a read-only view of the values
+        whole[rows] = part
+        merged.append(whole)
+    return text, tuple(merged)
+
+
 # --------------------------------------------------------------------------- registries
 
 # Imported last: the standard modules use the helpers above.

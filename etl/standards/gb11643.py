@@ -35,6 +35,7 @@ from etl.standards import (
     first_failure,
     fix_where,
     fixed_width,
+    normalise_parsed,
     rows_all,
     strings_from_matrix,
     strip_blanks,
@@ -116,16 +117,17 @@ def _normalise_rows(values: pa.StringArray) -> pa.StringArray:
     return fix_where(text, _legacy(text), _upgrade)
 
 
+def _parse(values: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
+    """(byte matrix, mask of well-formed 18-character numbers)."""
+    matrix, fits = fixed_width(values, 18)
+    return matrix, fits & _well_formed(matrix)
+
+
 def _normalised(values: pa.StringArray) -> tuple[pa.StringArray, np.ndarray, np.ndarray]:
     """(normalised values, their byte matrix, mask of well-formed 18-character numbers).
     Well-formed values are kept as they are without running the text functions over them."""
-    matrix, fits = fixed_width(values, 18)
-    well_formed = fits & _well_formed(matrix)
-    text = fix_where(values, ~well_formed, _normalise_rows)
-    if text is values:
-        return text, matrix, well_formed
-    matrix, fits = fixed_width(text, 18)
-    return text, matrix, fits & _well_formed(matrix)
+    text, (matrix, well_formed) = normalise_parsed(values, _parse, _normalise_rows)
+    return text, matrix, well_formed
 
 
 def _real_date(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:

@@ -28,8 +28,8 @@ from etl.standards import (
     char_lengths,
     digit_values,
     first_failure,
-    fix_where,
     fixed_width,
+    normalise_parsed,
     rows_all,
     strip_blanks,
     vectorised,
@@ -118,11 +118,8 @@ def _normalise_rows(values: pa.StringArray) -> pa.StringArray:
 def _normalised(values: pa.StringArray) -> tuple[pa.StringArray, *_Parsed]:
     """(normalised values, then ``_parse`` of them). Well-formed values are kept as they are
     without running the text functions over them."""
-    matrix, index, well_formed = _parse(values)
-    text = fix_where(values, ~well_formed, _normalise_rows)
-    if text is values:
-        return text, matrix, index, well_formed
-    return text, *_parse(text)
+    text, parsed = normalise_parsed(values, _parse, _normalise_rows)
+    return text, *parsed
 
 
 class CreditCodes:

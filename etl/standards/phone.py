@@ -26,8 +26,8 @@ from etl.standards import (
     bytes_between,
     digit_values,
     first_failure,
-    fix_where,
     fixed_width,
+    normalise_parsed,
     strip_blanks,
     vectorised,
 )
@@ -65,19 +65,17 @@ def _normalise_rows(values: pa.StringArray) -> pa.StringArray:
     return pc.replace_substring_regex(digits, _COUNTRY_PREFIX, r"\1")
 
 
+def _eleven_digits(values: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
+    """(byte matrix, mask of values of 11 ASCII digits)."""
+    matrix, fits = fixed_width(values, 11)
+    return matrix, fits & bytes_between(matrix, "0", "9")
+
+
 @vectorised
 def normalize_mobile(values: pa.StringArray) -> pa.StringArray:
     """The 11 digits: blanks and hyphens removed, +86 / 0086 / 86 prefixes dropped. Other
     values (landlines too) keep their digits and separators minus the blanks and hyphens."""
-    matrix, fits = fixed_width(values, 11)
-    return fix_where(values, ~(fits & bytes_between(matrix, "0", "9")), _normalise_rows)
-
-
-def _mobile_ok(matrix: np.ndarray, fits: np.ndarray) -> np.ndarray:
-    """``MOBILE`` as a byte test on ``fixed_width(text, 11)`` (a regular expression over every
-    row costs several times more)."""
-    ok = fits & bytes_between(matrix, "0", "9") & (matrix[:, 0] == ord("1"))
-    return ok & (matrix[:, 1] >= ord("3")) & (matrix[:, 1] <= ord("9"))
+    return normalise_parsed(values, _eleven_digits, _normalise_rows)[0]
 
 
 class Mobiles:
@@ -85,9 +83,12 @@ class Mobiles:
     standard and by its allocated-range tier, which share the byte matrix and the format test."""
 
     def __init__(self, values: pa.StringArray):
-        self.text = normalize_mobile(values)
-        self.matrix, fits = fixed_width(self.text, 11)
-        self.well_formed = _mobile_ok(self.matrix, fits)
+        self.text, (self.matrix, digits) = normalise_parsed(values, _eleven_digits, _normalise_rows)
+        # ``MOBILE`` as a byte test (a regular expression over every row costs several times more)
+        first, second = self.matrix[:, 0], self.matrix[:, 1]
+        self.well_formed = (
+            digits & (first == ord("1")) & (second >= ord("3")) & (second <= ord("9"))
+        )
 
     def verdict(self) -> ArrayVerdict:
         return first_failure(self.text, [("format", ~self.well_formed)])
