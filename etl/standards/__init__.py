@@ -202,14 +202,18 @@ def fix_where(
     """``values`` with ``fix`` applied to the rows of ``where`` only: most values are already
     in canonical form, and regular expressions over every row cost far more than a byte test.
     ``values`` itself when the fix changes nothing (values already normalised, judged again),
-    as replacing rows copies the whole array."""
+    as replacing rows copies the whole array. The rows are replaced by a take from the values
+    followed by the fixed rows (replace_with_mask takes three times as long over text)."""
     where = where & as_mask(values.is_valid())
     if not where.any():
         return values
-    mask = pa.array(where)
-    rows = values.filter(mask)
+    rows = values.filter(pa.array(where))
     fixed = fix(rows)
-    return values if fixed.equals(rows) else pc.replace_with_mask(values, mask, fixed)
+    if fixed.equals(rows):
+        return values
+    source = np.arange(len(values))
+    source[where] = len(values) + np.arange(len(fixed))
+    return pa.concat_arrays([values, fixed]).take(pa.array(source))
 
 
 def normalise_parsed(
