@@ -111,24 +111,13 @@ class DivisionIndex:
         return self.villages | padded_towns | {self.county + "000000"}
 
 
-def _isin(code6: np.ndarray, codes) -> np.ndarray:
-    return np.isin(code6, np.array([int(c) for c in codes], dtype=code6.dtype))
-
-
-def _province_known(province: np.ndarray, provinces) -> np.ndarray:
-    """Membership of 2-digit numbers by table lookup (anything outside 0-99 is unknown)."""
-    known = np.zeros(101, dtype=bool)
-    known[[int(p) for p in provinces]] = True
-    return known[np.clip(province, 0, 100)]
-
-
 def address_checks(
     code6: np.ndarray, index: DivisionIndex | None, *, id_forms: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(province known, unit known) for 6-digit codes given as integers (see
-    ``_address_checks``), looked up in a table of every code: the checks take a dozen passes
-    and set lookups over a batch, a table one gather. Values outside 0-999999 come from
-    malformed codes, which fail a format check first; they get an answer, never an error."""
+    """(province known, unit known) for 6-digit codes given as integers, looked up in tables
+    of every code (``_address_tables``): one gather a batch instead of a dozen passes and set
+    lookups. Values outside 0-999999 come from malformed codes, which fail a format check
+    first; they get an answer, never an error."""
     province_ok, unit_ok = _address_tables(index, id_forms)
     code6 = np.clip(code6, 0, len(province_ok) - 1)
     return province_ok[code6], unit_ok[code6]
@@ -136,13 +125,7 @@ def address_checks(
 
 @functools.cache
 def _address_tables(index: DivisionIndex | None, id_forms: bool) -> tuple[np.ndarray, np.ndarray]:
-    return _address_checks(np.arange(1_000_000), index, id_forms=id_forms)
-
-
-def _address_checks(
-    code6: np.ndarray, index: DivisionIndex | None, *, id_forms: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """(province known, unit known) for 6-digit codes given as integers.
+    """(province known, unit known) of each code 000000-999999.
 
     A historical code passes both, even where its prefecture no longer exists. Without an index
     only the province is checked; with one, a code inside the county's city must be a unit of
@@ -150,19 +133,21 @@ def _address_checks(
     the residence permits and the foreign permanent-residence ID, whose digits 2-3 are the
     issuing province.
     """
-    province = code6 // 10000
+    known = np.zeros(100, dtype=bool)
+    known[[int(p) for p in (index.provinces if index else PROVINCES)]] = True
+    province_ok = np.repeat(known, 10_000)  # by the first two digits
+    unit_ok = np.ones(len(province_ok), dtype=bool)
     if id_forms:
-        foreign = code6 // 100000 == FOREIGN_RESIDENT_DIGIT
-        province = np.where(foreign, code6 // 1000 % 100, province)
-    province_ok = _province_known(province, index.provinces if index else PROVINCES)
-    if id_forms:
-        province_ok |= _isin(code6, RESIDENCE_PERMITS)
-    if index is None:
-        return province_ok, np.ones(len(code6), dtype=bool)
-    historical = _isin(code6, index.historical)
-    in_city = code6 // 100 == int(index.city) // 100
-    unit_ok = ~in_city | _isin(code6, index.city_units) | historical
-    return province_ok | historical, unit_ok
+        foreign = FOREIGN_RESIDENT_DIGIT * 100_000
+        province_ok[foreign : foreign + 100_000] = np.repeat(known, 1_000)  # digits 2-3
+        province_ok[[int(c) for c in RESIDENCE_PERMITS]] = True
+    if index is not None:
+        city = int(index.city) // 100 * 100
+        unit_ok[city : city + 100] = False
+        unit_ok[[int(c) for c in index.city_units]] = True
+        historical = [int(c) for c in index.historical]
+        province_ok[historical] = unit_ok[historical] = True
+    return province_ok, unit_ok
 
 
 def _digit_codes(values: pa.StringArray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
