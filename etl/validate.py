@@ -31,7 +31,7 @@ from etl.contracts import Column, DatasetContract
 from etl.duck import scratch
 from etl.rules import Rule, rules_for
 from etl.sources.base import Chunk
-from etl.standards import ArrayVerdict, Parsed, StandardContext, gb11643
+from etl.standards import ArrayVerdict, Parsed, StandardContext
 from etl.standards.divisions import village_in_town
 
 ARROW_TYPES = {
@@ -383,8 +383,9 @@ class Validator:
         if kind in standards.VALIDATORS:
             verdict = standards.VALIDATORS[kind](values, self.context)
             return pc.invert(verdict.valid), verdict.reason, checked
-        if kind == "gb11643_legacy":
-            return pc.fill_null(gb11643.is_legacy(source[name]), False), None, checked
+        if kind == "gb11643_legacy":  # judged as sent: normalising upgrades 15 digits to 18
+            ids = _parse(parses, name, "gb11643", values)
+            return ids.legacy(standards.to_array(source[name])), None, checked
         if kind == "values":
             allowed = pa.array(column.values, pa.string())
             known = pc.is_in(pc.cast(values, pa.string()), value_set=allowed)

@@ -220,22 +220,24 @@ def normalise_parsed(
     values: pa.StringArray,
     parse: Callable[[pa.StringArray], tuple[np.ndarray, ...]],
     fix: Callable[[pa.StringArray], pa.StringArray],
-) -> tuple[pa.StringArray, tuple[np.ndarray, ...]]:
+) -> tuple[pa.StringArray, tuple[np.ndarray, ...], np.ndarray]:
     """(``values`` with ``fix`` applied to the rows ``parse`` finds malformed, ``parse`` of the
-    result). ``parse`` gives arrays with a row per value, the last the mask of well-formed
-    values; only the rows the fix rewrote are parsed again, as most values are canonical."""
+    result, mask of those malformed rows). ``parse`` gives arrays with a row per value, the
+    last the mask of well-formed values; only the rows the fix rewrote are parsed again, as
+    most values are canonical."""
     parsed = parse(values)
-    text = fix_where(values, ~parsed[-1], fix)
+    malformed = ~parsed[-1] & as_mask(values.is_valid())
+    text = fix_where(values, malformed, fix)
     if text is values:
-        return values, parsed
-    rows = np.flatnonzero(~parsed[-1] & as_mask(values.is_valid()))
+        return values, parsed, malformed
+    rows = np.flatnonzero(malformed)
     again = parse(text.take(pa.array(rows)))
     merged = []
     for whole, part in zip(parsed, again, strict=True):
         whole = whole.copy()  # the matrix may be a read-only view of the values
         whole[rows] = part
         merged.append(whole)
-    return text, tuple(merged)
+    return text, tuple(merged), malformed
 
 
 # --------------------------------------------------------------------------- registries

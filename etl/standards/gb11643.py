@@ -126,8 +126,15 @@ def _parse(values: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
 def _normalised(values: pa.StringArray) -> tuple[pa.StringArray, np.ndarray, np.ndarray]:
     """(normalised values, their byte matrix, mask of well-formed 18-character numbers).
     Well-formed values are kept as they are without running the text functions over them."""
-    text, (matrix, well_formed) = normalise_parsed(values, _parse, _normalise_rows)
+    text, (matrix, well_formed), _ = normalise_parsed(values, _parse, _normalise_rows)
     return text, matrix, well_formed
+
+
+def _legacy_among(values: pa.StringArray, maybe: np.ndarray) -> pa.BooleanArray:
+    """``is_legacy`` of the values, judging only the rows of ``maybe`` (the others are not)."""
+    legacy = np.zeros(len(values), dtype=bool)
+    legacy[maybe] = _legacy(strip_blanks(values.filter(pa.array(maybe))))
+    return pa.array(legacy)
 
 
 def _real_date(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -143,7 +150,14 @@ class IdNumbers:
     rules (the standard, birth date, sex), which share the byte matrix and the field sums."""
 
     def __init__(self, values: pa.StringArray):
-        self.text, self.matrix, self.well_formed = _normalised(values)
+        self.text, (self.matrix, self.well_formed), self._malformed = normalise_parsed(
+            values, _parse, _normalise_rows
+        )
+
+    def legacy(self, sent: pa.StringArray) -> pa.BooleanArray:
+        """``is_legacy`` of the values as sent, before trimming: a legacy number is never
+        well-formed once trimmed either, so only the rows the parse found malformed are read."""
+        return _legacy_among(sent, self._malformed)
 
     @functools.cached_property
     def fields(self) -> np.ndarray:
@@ -205,11 +219,8 @@ def normalize(values: pa.StringArray) -> pa.StringArray:
 def is_legacy(values: pa.StringArray) -> pa.BooleanArray:
     """Values that are legacy 15-digit numbers once blanks are removed (a warning: they are
     upgraded on landing)."""
-    matrix, fits = fixed_width(values, 18)
-    maybe = ~(fits & _well_formed(matrix)) & as_mask(values.is_valid())
-    legacy = np.zeros(len(values), dtype=bool)
-    legacy[maybe] = _legacy(strip_blanks(values.filter(pa.array(maybe))))
-    return pa.array(legacy)
+    _, well_formed = _parse(values)
+    return _legacy_among(values, ~well_formed & as_mask(values.is_valid()))
 
 
 @vectorised

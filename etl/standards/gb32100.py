@@ -118,7 +118,7 @@ def _normalise_rows(values: pa.StringArray) -> pa.StringArray:
 def _normalised(values: pa.StringArray) -> tuple[pa.StringArray, *_Parsed]:
     """(normalised values, then ``_parse`` of them). Well-formed values are kept as they are
     without running the text functions over them."""
-    text, parsed = normalise_parsed(values, _parse, _normalise_rows)
+    text, parsed, _ = normalise_parsed(values, _parse, _normalise_rows)
     return text, *parsed
 
 

@@ -83,7 +83,9 @@ class Mobiles:
     standard and by its allocated-range tier, which share the byte matrix and the format test."""
 
     def __init__(self, values: pa.StringArray):
-        self.text, (self.matrix, digits) = normalise_parsed(values, _eleven_digits, _normalise_rows)
+        self.text, (self.matrix, digits), _ = normalise_parsed(
+            values, _eleven_digits, _normalise_rows
+        )
         # ``MOBILE`` as a byte test (a regular expression over every row costs several times more)
         first, second = self.matrix[:, 0], self.matrix[:, 1]
         self.well_formed = (
