@@ -89,11 +89,16 @@ def as_mask(mask: Mask) -> np.ndarray:
 
 def first_failure(values: pa.Array, checks: Sequence[tuple[str, Mask]]) -> ArrayVerdict:
     """Verdicts naming, per value, the first check (reason, failure mask) that fails; null values
-    pass whatever the masks say."""
-    present = as_mask(values.is_valid())
-    failing = [as_mask(mask) & present for _, mask in checks]
-    which = np.select(failing, np.arange(len(checks)), default=-1)
+    pass whatever the masks say. Most values pass every check: the reasons of a batch that
+    passes are all null without a take."""
+    which = np.full(len(values), -1, dtype=np.int8)
+    for at in range(len(checks) - 1, -1, -1):  # the first failing check is written last
+        np.copyto(which, np.int8(at), where=as_mask(checks[at][1]))
+    if values.null_count:
+        np.copyto(which, np.int8(-1), where=~as_mask(values.is_valid()))
     valid = which < 0
+    if valid.all():
+        return ArrayVerdict(pa.array(valid), pa.nulls(len(values), pa.string()))
     names = pa.array([name for name, _ in checks], pa.string())
     return ArrayVerdict(pa.array(valid), pc.take(names, pa.array(which, mask=valid)))
 
