@@ -224,33 +224,40 @@ def _in_ranges(values: np.ndarray, ranges: tuple[tuple[int, int], ...]) -> np.nd
     return found
 
 
-def _needs_trim(data: np.ndarray, offsets: np.ndarray) -> bool:
-    """Whether any value of ``data`` between ``offsets`` may begin or end with whitespace.
-    An empty value reads a neighbour's byte, which is judged anyway: at worst a needless trim."""
+def _maybe_padded(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Values of ``data`` between ``offsets`` that may begin or end with whitespace. An empty
+    value reads a neighbour's byte, which is judged anyway: at worst a needless trim."""
     first = np.take(data, offsets[:-1], mode="clip")
     last = np.take(data, offsets[1:] - 1, mode="clip")
-    if _in_ranges(first, _STARTS_BLANK).any() or _in_ranges(last, _ASCII_BLANKS).any():
-        return True
+    padded = _in_ranges(first, _STARTS_BLANK) | _in_ranges(last, _ASCII_BLANKS)
     maybe = np.flatnonzero(_in_ranges(last, _ENDS_MULTI))  # a mask indexes these slowly
     starts, ends = offsets[maybe], offsets[maybe + 1]
     # Chinese text often ends in those bytes too, but its characters lead with E4-E9: only
     # values whose encoding leads with C2 or E1-E3 are worth assembling.
-    two = ends[(ends - starts >= 2) & (data[np.maximum(ends - 2, 0)] == 0xC2)]
-    three = ends[(ends - starts >= 3) & _in_ranges(data[np.maximum(ends - 3, 0)], _LEADS_3)]
-    last2 = data[two - 2].astype(np.int32) << 8 | data[two - 1]
-    last3 = (data[three - 3].astype(np.int32) << 16) | (data[three - 2].astype(np.int32) << 8)
-    last3 |= data[three - 1]
-    return bool(np.isin(last2, _ENDS_BLANK_2).any() or np.isin(last3, _ENDS_BLANK_3).any())
+    two = maybe[(ends - starts >= 2) & (data[np.maximum(ends - 2, 0)] == 0xC2)]
+    three = maybe[(ends - starts >= 3) & _in_ranges(data[np.maximum(ends - 3, 0)], _LEADS_3)]
+    end2, end3 = offsets[two + 1], offsets[three + 1]
+    last2 = data[end2 - 2].astype(np.int32) << 8 | data[end2 - 1]
+    last3 = (data[end3 - 3].astype(np.int32) << 16) | (data[end3 - 2].astype(np.int32) << 8)
+    last3 |= data[end3 - 1]
+    padded[two[np.isin(last2, _ENDS_BLANK_2)]] = True
+    padded[three[np.isin(last3, _ENDS_BLANK_3)]] = True
+    return padded
+
+
+def _offsets(values: pa.StringArray) -> np.ndarray:
+    return np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, values.offset * 4)
 
 
 def _blank_to_null(values: pa.Array) -> pa.Array:
     """Text with surrounding whitespace trimmed and empty values as nulls. Trimming copies
-    every value, so it runs only when some value may start or end with whitespace."""
+    every value, so it runs only on the values that may start or end with whitespace."""
     if values.type == pa.string() and len(values) and values.buffers()[2] is not None:
-        offsets = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, values.offset * 4)
         data = np.frombuffer(values.buffers()[2], np.uint8)
-        if len(data) and not _needs_trim(data, offsets):
-            empty = (np.diff(offsets) == 0) & values.is_valid().to_numpy(zero_copy_only=False)
+        if len(data):
+            padded = _maybe_padded(data, _offsets(values))
+            values = standards.fix_where(values, padded, pc.utf8_trim_whitespace)
+            empty = (np.diff(_offsets(values)) == 0) & standards.as_mask(values.is_valid())
             return pc.if_else(pa.array(empty), None, values) if empty.any() else values
     trimmed = pc.utf8_trim_whitespace(values)
     return pc.if_else(pc.equal(trimmed, ""), None, trimmed)
