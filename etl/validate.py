@@ -257,7 +257,9 @@ def _blank_to_null(values: pa.Array) -> pa.Array:
         if len(data):
             padded = _maybe_padded(data, _offsets(values))
             values = standards.fix_where(values, padded, pc.utf8_trim_whitespace)
-            empty = (np.diff(_offsets(values)) == 0) & standards.as_mask(values.is_valid())
+            empty = np.diff(_offsets(values)) == 0  # nulls too: the presence mask only if any
+            if empty.any() and values.null_count:
+                empty &= standards.as_mask(values.is_valid())
             return pc.if_else(pa.array(empty), None, values) if empty.any() else values
     trimmed = pc.utf8_trim_whitespace(values)
     return pc.if_else(pc.equal(trimmed, ""), None, trimmed)

@@ -209,7 +209,8 @@ def fix_where(
     ``values`` itself when the fix changes nothing (values already normalised, judged again),
     as replacing rows copies the whole array. The rows are replaced by a take from the values
     followed by the fixed rows (replace_with_mask takes three times as long over text)."""
-    where = where & as_mask(values.is_valid())
+    if where.any() and values.null_count:
+        where = where & as_mask(values.is_valid())
     if not where.any():
         return values
     rows = values.filter(pa.array(where))
