@@ -164,22 +164,33 @@ class IdNumbers:
         """Check sum, address, year, month and day of each row (garbage for malformed rows)."""
         return weighted_sums(self.matrix, _FIELDS) - _ZERO_BYTES
 
+    @functools.cached_property
+    def _format_checks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(wrong length, not a date, birth as YYYYMMDD, wrong check character): the checks
+        that do not depend on the index or the day, made once for both uses of the parse."""
+        lengths = char_lengths(self.text)
+        total, _, year, month, day = self.fields
+        return (
+            (lengths != 15) & (lengths != 18),
+            ~_real_date(year, month, day),
+            year * 10000 + month * 100 + day,
+            self.matrix[:, 17] != _CHECK_BYTES[total % 11],
+        )
+
     def failures(
         self, divisions: DivisionIndex | None = None, today: date | None = None
     ) -> list[tuple[str, np.ndarray]]:
         """The (reason, failure mask) checks of the module docstring, in order."""
-        lengths = char_lengths(self.text)
-        total, address, year, month, day = self.fields
-        province_ok, unit_ok = address_checks(address, divisions, id_forms=True)
+        wrong_length, not_a_date, birth, wrong_check = self._format_checks
+        province_ok, unit_ok = address_checks(self.fields[1], divisions, id_forms=True)
         today = today or date.today()
-        birth = year * 10000 + month * 100 + day
         return [
-            ("length", (lengths != 15) & (lengths != 18)),
+            ("length", wrong_length),
             ("charset", ~self.well_formed),
             ("address", ~(province_ok & unit_ok)),
-            ("birth_date", ~_real_date(year, month, day)),
+            ("birth_date", not_a_date),
             ("birth_future", birth > today.year * 10000 + today.month * 100 + today.day),
-            ("check", self.matrix[:, 17] != _CHECK_BYTES[total % 11]),
+            ("check", wrong_check),
         ]
 
     def verdict(
