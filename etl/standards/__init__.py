@@ -161,6 +161,15 @@ def rows_all(flags: np.ndarray) -> np.ndarray:
     return failed == 0
 
 
+def rows_start_with(matrix: np.ndarray, prefix: str) -> np.ndarray:
+    """Rows whose first bytes are the ASCII ``prefix`` (no longer than the rows), compared a
+    column at a time (an (n, k) comparison then ``rows_all`` costs several times more)."""
+    found = np.ones(len(matrix), dtype=bool)
+    for column, byte in zip(matrix.T, prefix.encode("ascii"), strict=False):
+        found &= column == byte
+    return found
+
+
 def bytes_between(matrix: np.ndarray, low: str, high: str) -> np.ndarray:
     """Rows whose bytes all lie in [low, high], e.g. all ASCII digits."""
     base, span = np.uint8(ord(low)), np.uint8(ord(high) - ord(low))
@@ -187,11 +196,13 @@ def weighted_sums(matrix: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def digit_values(matrix: np.ndarray) -> np.ndarray:
-    """The number written by each row of up to 6 ASCII digits (rows of other bytes give
-    garbage; 6 digits keep the float32 sums exact)."""
-    width = matrix.shape[1]
-    powers = 10 ** np.arange(width - 1, -1, -1)
-    return weighted_sums(matrix, powers[:, None])[0] - ord("0") * powers.sum()
+    """The number written by each row of up to 9 ASCII digits (rows of other bytes give
+    garbage), column by column in int32: a matrix product costs twice as much for so few."""
+    value = matrix[:, 0].astype(np.int32)
+    for column in matrix.T[1:]:
+        value *= 10
+        value += column
+    return value - ord("0") * int("1" * matrix.shape[1])
 
 
 # --------------------------------------------------------------------------- normalising

@@ -32,7 +32,7 @@ from etl.standards import (
     digit_values,
     first_failure,
     fixed_width,
-    rows_all,
+    rows_start_with,
     to_array,
     vectorised,
 )
@@ -193,14 +193,13 @@ def validate_nbs(values: pa.StringArray, index: DivisionIndex) -> ArrayVerdict:
     if index is None:
         raise ValueError("NBS codes are checked against a DivisionIndex; none was given")
     wrong_length, wrong_chars, matrix = _digit_codes(values, 12)
-    county = np.frombuffer(index.county.encode("ascii"), np.uint8)
     suffix = np.where(wrong_chars, 0, digit_values(matrix[:, 6:]))
     return first_failure(
         values,
         [
             ("length", wrong_length),
             ("charset", wrong_chars),
-            ("outside_county", ~rows_all(matrix[:, :6] == county)),
+            ("outside_county", ~rows_start_with(matrix, index.county)),
             ("unknown", ~_county_suffixes(index)[suffix]),
         ],
     )
