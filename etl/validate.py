@@ -133,8 +133,8 @@ class SeenKeys:
     A Bloom filter of one byte a slot and two slots a key (by the hash's top bits, and its low
     bits within the same 64-byte block) answers "never seen" for all but about 1% of new keys
     without the runs, whose binary searches miss the cache at every step. It is sized to 16
-    slots a key with room for 4 times more keys (rebuilt from the runs past that), up to 64 MB:
-    a small window clears a small one."""
+    slots a key, with room for 4 times more keys once the window grows (rebuilt from the runs
+    past that), up to 64 MB: a small window clears a small one."""
 
     MIN_FILTER_BITS = 16  # log2 of the filter's slots
     MAX_FILTER_BITS = 26
@@ -157,8 +157,11 @@ class SeenKeys:
     def _fit_filter(self, keys: int) -> None:
         """Rebuild the filter from the runs when ``keys`` keys would crowd it."""
         needed = (keys * self.SLOTS_PER_KEY).bit_length()
-        if min(needed, self.MAX_FILTER_BITS) > self.filter_bits:  # then room for 4x the keys
-            self.filter_bits = min(max(needed + 2, self.MIN_FILTER_BITS), self.MAX_FILTER_BITS)
+        if min(needed, self.MAX_FILTER_BITS) > self.filter_bits:
+            # A window's first batch sizes it to its keys (most windows are one batch); a
+            # growing window gets room for 4 times its keys.
+            needed += 2 if self.runs else 0
+            self.filter_bits = min(max(needed, self.MIN_FILTER_BITS), self.MAX_FILTER_BITS)
             self.filter = np.zeros(1 << self.filter_bits, dtype=bool)
             for run in self.runs:
                 for slots in self._slots(run):
