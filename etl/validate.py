@@ -234,6 +234,8 @@ def _maybe_padded(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     last = np.take(data, offsets[1:] - 1, mode="clip")
     padded = _in_ranges(first, _STARTS_BLANK) | _in_ranges(last, _ASCII_BLANKS)
     maybe = np.flatnonzero(_in_ranges(last, _ENDS_MULTI))  # a mask indexes these slowly
+    if not len(maybe):  # code columns: ASCII
+        return padded
     starts, ends = offsets[maybe], offsets[maybe + 1]
     # Chinese text often ends in those bytes too, but its characters lead with E4-E9: only
     # values whose encoding leads with C2 or E1-E3 are worth assembling.
