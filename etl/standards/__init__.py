@@ -99,8 +99,30 @@ def first_failure(values: pa.Array, checks: Sequence[tuple[str, Mask]]) -> Array
     valid = which < 0
     if valid.all():
         return ArrayVerdict(pa.array(valid), pa.nulls(len(values), pa.string()))
-    names = pa.array([name for name, _ in checks], pa.string())
-    return ArrayVerdict(pa.array(valid), pc.take(names, pa.array(which, mask=valid)))
+    return ArrayVerdict(pa.array(valid), _names_at([name for name, _ in checks], which, ~valid))
+
+
+def _names_at(names: list[str], which: np.ndarray, failed: np.ndarray) -> pa.StringArray:
+    """``names[which]`` where ``failed``, null elsewhere, written from the failing rows alone:
+    most rows pass, and a take over the whole batch costs three times as much."""
+    encoded = [name.encode() for name in names]
+    sizes = np.array([len(name) for name in encoded], dtype=np.int32)
+    starts = np.cumsum(sizes) - sizes
+    rows = np.flatnonzero(failed)
+    lengths = np.zeros(len(which), dtype=np.int32)
+    lengths[rows] = sizes[which[rows]]
+    offsets = np.zeros(len(which) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    # Each failing row's bytes: its name's start in the joined names, then consecutive bytes.
+    at = np.repeat(starts[which[rows]] - offsets[rows], lengths[rows]) + np.arange(offsets[-1])
+    data = np.frombuffer(b"".join(encoded), np.uint8)[at]
+    buffers = [np.packbits(failed, bitorder="little"), offsets, data]
+    return pa.Array.from_buffers(
+        pa.string(),
+        len(which),
+        [pa.py_buffer(b) for b in buffers],
+        null_count=len(which) - len(rows),
+    )
 
 
 # --------------------------------------------------------------------------- text as bytes
