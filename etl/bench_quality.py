@@ -404,7 +404,7 @@ def _instrument(validator) -> dict[str, float]:
 
         setattr(owner, name, wrapper)
 
-    timed(validator, "_conform", lambda column, values: f"conform {column.name}")
+    timed(validator, "_conform", lambda column, *_: f"conform {column.name}")
     timed(validator, "_judge", lambda rule, *_: f"judge {rule.id}")
     timed(validator, "_repeated_keys", lambda *_: "unique: key hash (DuckDB)")
     timed(validator._seen, "repeats", lambda *_: "unique: seen-keys lookup")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import copy_sources
@@ -20,7 +21,7 @@ from etl.simulate.county import PLANS
 from etl.sources.base import Chunk
 from etl.standards import StandardContext
 from etl.standards.gb11643 import make_id_number
-from etl.validate import Validator
+from etl.validate import SeenKeys, Validator
 
 # The simulator's dirt kinds and the blocking rule kind that must catch each one.
 CAUGHT_BY = {
@@ -192,6 +193,20 @@ def test_values_are_trimmed_as_str_strip_does_whatever_else_is_in_the_batch():
         assert good.column("plate").to_pylist() == [p.strip() or None for p in plates], hex(
             ord(blank)
         )
+
+
+def test_seen_keys_flag_exactly_the_repeats_as_the_filter_grows():
+    # Small hash values share filter slots; batches repeat keys within and across themselves.
+    rng = np.random.default_rng(7)
+    seen, keys = set(), SeenKeys()
+    for size in (3, 1, 500, 20_000, 70_000, 5):
+        hashes = rng.integers(0, 60_000, size, dtype=np.uint64) << np.uint64(40)
+        expected = []
+        for h in hashes.tolist():
+            expected.append(h in seen)
+            seen.add(h)
+        assert keys.repeats(hashes).tolist() == expected
+    assert keys.filter_bits > keys.MIN_FILTER_BITS
 
 
 def test_severity_overrides_must_name_real_rules():

@@ -24,6 +24,7 @@ from etl.standards import (
     Verdict,
     codes,
     divisions,
+    first_failure,
     gb11643,
     gb32100,
     phone,
@@ -289,6 +290,28 @@ def test_any_single_substitution_invalidates_a_credit_code(code, position, data)
 
 
 # --------------------------------------------------------------------------- divisions
+
+
+def test_first_failure_names_the_first_failing_check_of_each_present_value():
+    rng = np.random.default_rng(11)
+    values = pa.array([None if rng.random() < 0.1 else "v" for _ in range(5_000)], pa.string())
+    masks = [rng.random(len(values)) < rate for rate in (0.01, 0.3, 0.02)]
+    names = ["length", "x", "birth_future"]
+    checks = list(zip(names, masks, strict=True))
+    verdict = first_failure(values, checks)
+    expected = [
+        None if value is None else next((n for n, m in checks if m[i]), None)
+        for i, value in enumerate(values.to_pylist())
+    ]
+    assert verdict.reason.to_pylist() == expected
+    assert verdict.valid.to_pylist() == [reason is None for reason in expected]
+
+
+def test_address_checks_answer_codes_out_of_range(index):
+    # Sums over malformed rows' bytes can leave 0-999999; they fail a format check first.
+    province_ok, unit_ok = divisions.address_checks(np.array([-7, 370322, 2_000_000]), index)
+    assert province_ok.tolist() == [False, True, False]
+    assert len(unit_ok) == 3
 
 
 def test_gb2260_codes(index):

@@ -12,6 +12,8 @@ Reason codes, in the order they are tried:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -120,30 +122,39 @@ def _industry_prefixes() -> pa.StringArray:
 _INDUSTRY_PREFIXES = _industry_prefixes()
 
 
+_SEX_BYTES = np.zeros(256, dtype=bool)
+_SEX_BYTES[[ord(code) for code in SEXES]] = True
+
+
 @vectorised
 def validate_sex(values: pa.StringArray) -> ArrayVerdict:
-    known = pa.array(list(SEXES), pa.string())
-    return first_failure(values, [("unknown_code", pc.invert(pc.is_in(values, value_set=known)))])
+    # The codes are single ASCII characters: a byte lookup, where is_in hashes every value.
+    matrix, fits = fixed_width(values, 1)
+    return first_failure(values, [("unknown_code", ~(fits & _SEX_BYTES[matrix[:, 0]]))])
 
 
-def _two_digits(values: pa.StringArray) -> np.ndarray:
-    """Values of two ASCII digits (``^\\d\\d$`` as a byte test, several times cheaper)."""
-    matrix, fits = fixed_width(values, 2)
-    return fits & bytes_between(matrix, "0", "9")
+@functools.cache
+def _two_digit_codes(extra: tuple[str, ...]) -> np.ndarray:
+    """Which numbers 0-99 are ethnicity codes (an extra code of another form matches no
+    two-digit value)."""
+    known = np.zeros(100, dtype=bool)
+    codes = [*ETHNICITIES, *extra]
+    known[[int(c) for c in codes if len(c) == 2 and c.isascii() and c.isdigit()]] = True
+    return known
 
 
 @vectorised
 def validate_ethnicity(
     values: pa.StringArray, extra: tuple[str, ...] = DEFAULT_EXTRA_ETHNICITY
 ) -> ArrayVerdict:
-    known = pa.array([*ETHNICITIES, *extra], pa.string())
-    return first_failure(
-        values,
-        [
-            ("format", ~_two_digits(values)),
-            ("unknown_code", pc.invert(pc.is_in(values, value_set=known))),
-        ],
-    )
+    """Two ASCII digits (``^\\d\\d$`` as a byte test), then the code looked up by its number:
+    both several times cheaper than a regular expression and is_in over every value."""
+    matrix, fits = fixed_width(values, 2)
+    two_digits = fits & bytes_between(matrix, "0", "9")
+    digits = matrix.astype(np.int16) - ord("0")
+    number = digits[:, 0] * 10 + digits[:, 1]
+    known = two_digits & _two_digit_codes(extra)[np.where(two_digits, number, 0)]
+    return first_failure(values, [("format", ~two_digits), ("unknown_code", ~known)])
 
 
 @vectorised

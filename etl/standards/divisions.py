@@ -32,6 +32,7 @@ from etl.standards import (
     digit_values,
     first_failure,
     fixed_width,
+    rows_start_with,
     to_array,
     vectorised,
 )
@@ -111,21 +112,21 @@ class DivisionIndex:
         return self.villages | padded_towns | {self.county + "000000"}
 
 
-def _isin(code6: np.ndarray, codes) -> np.ndarray:
-    return np.isin(code6, np.array([int(c) for c in codes], dtype=code6.dtype))
-
-
-def _province_known(province: np.ndarray, provinces) -> np.ndarray:
-    """Membership of 2-digit numbers by table lookup (anything outside 0-99 is unknown)."""
-    known = np.zeros(101, dtype=bool)
-    known[[int(p) for p in provinces]] = True
-    return known[np.clip(province, 0, 100)]
-
-
 def address_checks(
     code6: np.ndarray, index: DivisionIndex | None, *, id_forms: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(province known, unit known) for 6-digit codes given as integers.
+    """(province known, unit known) for 6-digit codes given as integers, looked up in tables
+    of every code (``_address_tables``): one gather a batch instead of a dozen passes and set
+    lookups. Values outside 0-999999 come from malformed codes, which fail a format check
+    first; they get an answer, never an error."""
+    province_ok, unit_ok = _address_tables(index, id_forms)
+    code6 = np.clip(code6, 0, len(province_ok) - 1)
+    return province_ok[code6], unit_ok[code6]
+
+
+@functools.cache
+def _address_tables(index: DivisionIndex | None, id_forms: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(province known, unit known) of each code 000000-999999.
 
     A historical code passes both, even where its prefecture no longer exists. Without an index
     only the province is checked; with one, a code inside the county's city must be a unit of
@@ -133,19 +134,21 @@ def address_checks(
     the residence permits and the foreign permanent-residence ID, whose digits 2-3 are the
     issuing province.
     """
-    province = code6 // 10000
+    known = np.zeros(100, dtype=bool)
+    known[[int(p) for p in (index.provinces if index else PROVINCES)]] = True
+    province_ok = np.repeat(known, 10_000)  # by the first two digits
+    unit_ok = np.ones(len(province_ok), dtype=bool)
     if id_forms:
-        foreign = code6 // 100000 == FOREIGN_RESIDENT_DIGIT
-        province = np.where(foreign, code6 // 1000 % 100, province)
-    province_ok = _province_known(province, index.provinces if index else PROVINCES)
-    if id_forms:
-        province_ok |= _isin(code6, RESIDENCE_PERMITS)
-    if index is None:
-        return province_ok, np.ones(len(code6), dtype=bool)
-    historical = _isin(code6, index.historical)
-    in_city = code6 // 100 == int(index.city) // 100
-    unit_ok = ~in_city | _isin(code6, index.city_units) | historical
-    return province_ok | historical, unit_ok
+        foreign = FOREIGN_RESIDENT_DIGIT * 100_000
+        province_ok[foreign : foreign + 100_000] = np.repeat(known, 1_000)  # digits 2-3
+        province_ok[[int(c) for c in RESIDENCE_PERMITS]] = True
+    if index is not None:
+        city = int(index.city) // 100 * 100
+        unit_ok[city : city + 100] = False
+        unit_ok[[int(c) for c in index.city_units]] = True
+        historical = [int(c) for c in index.historical]
+        province_ok[historical] = unit_ok[historical] = True
+    return province_ok, unit_ok
 
 
 def _digit_codes(values: pa.StringArray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -173,26 +176,31 @@ def validate_gb2260(values: pa.StringArray, index: DivisionIndex | None = None) 
 
 
 @functools.cache
-def _statistical_codes(index: DivisionIndex) -> pa.StringArray:
-    """The county's 12-digit codes as a value set, built once per index, not per batch."""
-    return pa.array(sorted(index.statistical_codes), pa.string())
+def _county_suffixes(index: DivisionIndex) -> np.ndarray:
+    """Which 6 digits after the county's code make one of its 12-digit codes, as a table of
+    every suffix: built once per index, read with one gather (is_in hashes every value)."""
+    known = np.zeros(1_000_000, dtype=bool)
+    codes = [c for c in index.statistical_codes if c.startswith(index.county) and c.isdigit()]
+    known[[int(c[6:]) for c in codes if len(c) == 12]] = True
+    return known
 
 
 @vectorised
 def validate_nbs(values: pa.StringArray, index: DivisionIndex) -> ArrayVerdict:
     """12-digit statistical codes of the county's villages and towns (or the county), checked
-    against the reference table of the profile."""
+    against the reference table of the profile, by their bytes: the last two checks matter
+    only for 12 digits."""
     if index is None:
         raise ValueError("NBS codes are checked against a DivisionIndex; none was given")
-    wrong_length, wrong_chars, _ = _digit_codes(values, 12)
-    known = _statistical_codes(index)
+    wrong_length, wrong_chars, matrix = _digit_codes(values, 12)
+    suffix = np.where(wrong_chars, 0, digit_values(matrix[:, 6:]))
     return first_failure(
         values,
         [
             ("length", wrong_length),
             ("charset", wrong_chars),
-            ("outside_county", pc.invert(pc.starts_with(values, index.county))),
-            ("unknown", pc.invert(pc.is_in(values, value_set=known))),
+            ("outside_county", ~rows_start_with(matrix, index.county)),
+            ("unknown", ~_county_suffixes(index)[suffix]),
         ],
     )
 

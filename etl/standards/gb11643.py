@@ -20,6 +20,7 @@ sum, address and date fields of every number at once.
 from __future__ import annotations
 
 import calendar
+import functools
 from datetime import date
 
 import numpy as np
@@ -34,6 +35,7 @@ from etl.standards import (
     first_failure,
     fix_where,
     fixed_width,
+    normalise_parsed,
     rows_all,
     strings_from_matrix,
     strip_blanks,
@@ -115,16 +117,106 @@ def _normalise_rows(values: pa.StringArray) -> pa.StringArray:
     return fix_where(text, _legacy(text), _upgrade)
 
 
+def _parse(values: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
+    """(byte matrix, mask of well-formed 18-character numbers)."""
+    matrix, fits = fixed_width(values, 18)
+    return matrix, fits & _well_formed(matrix)
+
+
 def _normalised(values: pa.StringArray) -> tuple[pa.StringArray, np.ndarray, np.ndarray]:
     """(normalised values, their byte matrix, mask of well-formed 18-character numbers).
     Well-formed values are kept as they are without running the text functions over them."""
-    matrix, fits = fixed_width(values, 18)
-    well_formed = fits & _well_formed(matrix)
-    text = fix_where(values, ~well_formed, _normalise_rows)
-    if text is values:
-        return text, matrix, well_formed
-    matrix, fits = fixed_width(text, 18)
-    return text, matrix, fits & _well_formed(matrix)
+    text, (matrix, well_formed), _ = normalise_parsed(values, _parse, _normalise_rows)
+    return text, matrix, well_formed
+
+
+def _legacy_among(values: pa.StringArray, maybe: np.ndarray) -> pa.BooleanArray:
+    """``is_legacy`` of the values, judging only the rows of ``maybe`` (the others are not)."""
+    legacy = np.zeros(len(values), dtype=bool)
+    legacy[maybe] = _legacy(strip_blanks(values.filter(pa.array(maybe))))
+    return pa.array(legacy)
+
+
+def _real_date(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Calendar dates (Gregorian leap years) from EARLIEST_BIRTH_YEAR on."""
+    leap = _LEAP_YEARS[np.clip(year, 0, 9999)]
+    month_ok = (month >= 1) & (month <= 12)
+    days = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + (leap & (month == 2))
+    return month_ok & (day >= 1) & (day <= days) & (year >= EARLIEST_BIRTH_YEAR)
+
+
+class IdNumbers:
+    """A column of ID numbers normalised and parsed once: the rule engine judges it by several
+    rules (the standard, birth date, sex), which share the byte matrix and the field sums."""
+
+    def __init__(self, values: pa.StringArray):
+        self.text, (self.matrix, self.well_formed), self._malformed = normalise_parsed(
+            values, _parse, _normalise_rows
+        )
+
+    def legacy(self, sent: pa.StringArray) -> pa.BooleanArray:
+        """``is_legacy`` of the values as sent, before trimming: a legacy number is never
+        well-formed once trimmed either, so only the rows the parse found malformed are read."""
+        return _legacy_among(sent, self._malformed)
+
+    @functools.cached_property
+    def fields(self) -> np.ndarray:
+        """Check sum, address, year, month and day of each row (garbage for malformed rows)."""
+        return weighted_sums(self.matrix, _FIELDS) - _ZERO_BYTES
+
+    @functools.cached_property
+    def _format_checks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(wrong length, not a date, birth as YYYYMMDD, wrong check character): the checks
+        that do not depend on the index or the day, made once for both uses of the parse."""
+        lengths = char_lengths(self.text)
+        total, _, year, month, day = self.fields
+        return (
+            (lengths != 15) & (lengths != 18),
+            ~_real_date(year, month, day),
+            year * 10000 + month * 100 + day,
+            self.matrix[:, 17] != _CHECK_BYTES[total % 11],
+        )
+
+    def failures(
+        self, divisions: DivisionIndex | None = None, today: date | None = None
+    ) -> list[tuple[str, np.ndarray]]:
+        """The (reason, failure mask) checks of the module docstring, in order."""
+        wrong_length, not_a_date, birth, wrong_check = self._format_checks
+        province_ok, unit_ok = address_checks(self.fields[1], divisions, id_forms=True)
+        today = today or date.today()
+        return [
+            ("length", wrong_length),
+            ("charset", ~self.well_formed),
+            ("address", ~(province_ok & unit_ok)),
+            ("birth_date", not_a_date),
+            ("birth_future", birth > today.year * 10000 + today.month * 100 + today.day),
+            ("check", wrong_check),
+        ]
+
+    def verdict(
+        self, divisions: DivisionIndex | None = None, today: date | None = None
+    ) -> ArrayVerdict:
+        return first_failure(self.text, self.failures(divisions, today))
+
+    @functools.cached_property
+    def valid(self) -> np.ndarray:
+        """Valid numbers (without a ``DivisionIndex``): the ones birth date and sex come from."""
+        failed = np.logical_or.reduce([mask for _, mask in self.failures()])
+        return as_mask(self.text.is_valid()) & ~failed
+
+    def birth_date(self) -> pa.Array:
+        """The birth dates (date32) of valid numbers, null elsewhere."""
+        _, _, year, month, day = self.fields
+        year, month, day = (np.where(self.valid, field, 1) for field in (year, month, day))
+        months = (year - 1970) * 12 + month - 1
+        days = months.astype("datetime64[M]").astype("datetime64[D]") + (day - 1)
+        return pa.array(days, pa.date32(), mask=~self.valid)
+
+    def sex(self) -> pa.StringArray:
+        """GB/T 2261.1 sex ("1" male, "2" female) from the 17th digit of valid numbers, null
+        elsewhere."""
+        odd = (self.matrix[:, 16] - np.uint8(ord("0"))) % 2 == 1
+        return pc.take(pa.array(["2", "1"]), pa.array(odd.astype(np.int8), mask=~self.valid))
 
 
 @vectorised
@@ -138,24 +230,8 @@ def normalize(values: pa.StringArray) -> pa.StringArray:
 def is_legacy(values: pa.StringArray) -> pa.BooleanArray:
     """Values that are legacy 15-digit numbers once blanks are removed (a warning: they are
     upgraded on landing)."""
-    matrix, fits = fixed_width(values, 18)
-    maybe = ~(fits & _well_formed(matrix)) & as_mask(values.is_valid())
-    legacy = np.zeros(len(values), dtype=bool)
-    legacy[maybe] = _legacy(strip_blanks(values.filter(pa.array(maybe))))
-    return pa.array(legacy)
-
-
-def _fields(matrix: np.ndarray) -> np.ndarray:
-    """Check sum, address, year, month and day of each row (garbage for malformed rows)."""
-    return weighted_sums(matrix, _FIELDS) - _ZERO_BYTES
-
-
-def _real_date(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
-    """Calendar dates (Gregorian leap years) from EARLIEST_BIRTH_YEAR on."""
-    leap = _LEAP_YEARS[np.clip(year, 0, 9999)]
-    month_ok = (month >= 1) & (month <= 12)
-    days = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + (leap & (month == 2))
-    return month_ok & (day >= 1) & (day <= days) & (year >= EARLIEST_BIRTH_YEAR)
+    _, well_formed = _parse(values)
+    return _legacy_among(values, ~well_formed & as_mask(values.is_valid()))
 
 
 @vectorised
@@ -163,47 +239,16 @@ def validate(
     values: pa.StringArray, divisions: DivisionIndex | None = None, today: date | None = None
 ) -> ArrayVerdict:
     """Judge ID numbers (normalised first); see the module docstring for the reason codes."""
-    text, matrix, well_formed = _normalised(values)
-    lengths = char_lengths(text)
-    total, address, year, month, day = _fields(matrix)
-    province_ok, unit_ok = address_checks(address, divisions, id_forms=True)
-    today = today or date.today()
-    birth = year * 10000 + month * 100 + day
-    return first_failure(
-        text,
-        [
-            ("length", (lengths != 15) & (lengths != 18)),
-            ("charset", ~well_formed),
-            ("address", ~(province_ok & unit_ok)),
-            ("birth_date", ~_real_date(year, month, day)),
-            ("birth_future", birth > today.year * 10000 + today.month * 100 + today.day),
-            ("check", matrix[:, 17] != _CHECK_BYTES[total % 11]),
-        ],
-    )
-
-
-def _valid_numbers(values: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
-    """(byte matrix of the normalised values, mask of valid numbers)."""
-    text, matrix, _ = _normalised(values)
-    verdict = validate(text)
-    return matrix, as_mask(verdict.valid) & as_mask(text.is_valid())
+    return IdNumbers(values).verdict(divisions, today)
 
 
 @vectorised
 def birth_date(values: pa.StringArray) -> pa.Array:
     """The birth dates (date32) of valid numbers, null elsewhere."""
-    matrix, valid = _valid_numbers(values)
-    _, _, year, month, day = _fields(matrix)
-    year, month, day = (np.where(valid, field, 1) for field in (year, month, day))
-    months = (year - 1970) * 12 + month - 1
-    days = months.astype("datetime64[M]").astype("datetime64[D]") + (day - 1)
-    return pa.array(days, pa.date32(), mask=~valid)
+    return IdNumbers(values).birth_date()
 
 
 @vectorised
 def sex(values: pa.StringArray) -> pa.StringArray:
-    """GB/T 2261.1 sex ("1" male, "2" female) from the 17th digit of valid numbers, null
-    elsewhere."""
-    matrix, valid = _valid_numbers(values)
-    odd = (matrix[:, 16] - np.uint8(ord("0"))) % 2 == 1
-    return pc.take(pa.array(["2", "1"]), pa.array(odd.astype(np.int8), mask=~valid))
+    """GB/T 2261.1 sex ("1" male, "2" female) of valid numbers, null elsewhere."""
+    return IdNumbers(values).sex()

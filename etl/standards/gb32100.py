@@ -28,8 +28,8 @@ from etl.standards import (
     char_lengths,
     digit_values,
     first_failure,
-    fix_where,
     fixed_width,
+    normalise_parsed,
     rows_all,
     strip_blanks,
     vectorised,
@@ -118,11 +118,39 @@ def _normalise_rows(values: pa.StringArray) -> pa.StringArray:
 def _normalised(values: pa.StringArray) -> tuple[pa.StringArray, *_Parsed]:
     """(normalised values, then ``_parse`` of them). Well-formed values are kept as they are
     without running the text functions over them."""
-    matrix, index, well_formed = _parse(values)
-    text = fix_where(values, ~well_formed, _normalise_rows)
-    if text is values:
-        return text, matrix, index, well_formed
-    return text, *_parse(text)
+    text, parsed, _ = normalise_parsed(values, _parse, _normalise_rows)
+    return text, *parsed
+
+
+class CreditCodes:
+    """A column of credit codes normalised and parsed once: the rule engine judges it by the
+    standard and by the organisation-code tier, which share the parse."""
+
+    def __init__(self, values: pa.StringArray):
+        self.text, self.matrix, self.index, self.well_formed = _normalised(values)
+
+    def verdict(self) -> ArrayVerdict:
+        matrix, index = self.matrix, self.index
+        division = digit_values(matrix[:, 2:8])
+        province_ok, _ = address_checks(division, None)
+        division_ok = rows_all(index[:, 2:8] <= 9) & (province_ok | (division == CENTRAL_DIVISION))
+        total = weighted_sums(index[:, :17], np.array(WEIGHTS)[:, None])[0]
+        return first_failure(
+            self.text,
+            [
+                ("length", char_lengths(self.text) != 18),
+                ("charset", ~self.well_formed),
+                ("department", ~_DEPARTMENT_OK[matrix[:, 0]]),
+                ("category", ~_CATEGORY_OK[matrix[:, 0], matrix[:, 1]]),
+                ("division", ~division_ok),
+                ("check", index[:, 17] != (31 - total % 31) % 31),
+            ],
+        )
+
+    def org_check(self) -> ArrayVerdict:
+        total = weighted_sums(_ORG_INDEX[self.matrix[:, 8:16]], np.array(ORG_WEIGHTS)[:, None])[0]
+        wrong = self.matrix[:, 16] != _ORG_CHECK_BYTES[total % 11]
+        return first_failure(self.text, [("org_check", self.well_formed & wrong)])
 
 
 @vectorised
@@ -134,29 +162,11 @@ def normalize(values: pa.StringArray) -> pa.StringArray:
 @vectorised
 def validate(values: pa.StringArray) -> ArrayVerdict:
     """Judge credit codes (normalised first); see the module docstring for the reason codes."""
-    text, matrix, index, well_formed = _normalised(values)
-    division = digit_values(matrix[:, 2:8])
-    province_ok, _ = address_checks(division, None)
-    division_ok = rows_all(index[:, 2:8] <= 9) & (province_ok | (division == CENTRAL_DIVISION))
-    total = weighted_sums(index[:, :17], np.array(WEIGHTS)[:, None])[0]
-    return first_failure(
-        text,
-        [
-            ("length", char_lengths(text) != 18),
-            ("charset", ~well_formed),
-            ("department", ~_DEPARTMENT_OK[matrix[:, 0]]),
-            ("category", ~_CATEGORY_OK[matrix[:, 0], matrix[:, 1]]),
-            ("division", ~division_ok),
-            ("check", index[:, 17] != (31 - total % 31) % 31),
-        ],
-    )
+    return CreditCodes(values).verdict()
 
 
 @vectorised
 def org_check(values: pa.StringArray) -> ArrayVerdict:
     """The embedded GB 11714 organisation-code check (positions 9-17), for codes of 18 charset
     characters; other values pass here, as ``validate`` already rejects them."""
-    text, matrix, _, well_formed = _normalised(values)
-    total = weighted_sums(_ORG_INDEX[matrix[:, 8:16]], np.array(ORG_WEIGHTS)[:, None])[0]
-    wrong = matrix[:, 16] != _ORG_CHECK_BYTES[total % 11]
-    return first_failure(text, [("org_check", well_formed & wrong)])
+    return CreditCodes(values).org_check()

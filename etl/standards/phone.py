@@ -26,8 +26,8 @@ from etl.standards import (
     bytes_between,
     digit_values,
     first_failure,
-    fix_where,
     fixed_width,
+    normalise_parsed,
     strip_blanks,
     vectorised,
 )
@@ -65,43 +65,58 @@ def _normalise_rows(values: pa.StringArray) -> pa.StringArray:
     return pc.replace_substring_regex(digits, _COUNTRY_PREFIX, r"\1")
 
 
+def _eleven_digits(values: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
+    """(byte matrix, mask of values of 11 ASCII digits)."""
+    matrix, fits = fixed_width(values, 11)
+    return matrix, fits & bytes_between(matrix, "0", "9")
+
+
 @vectorised
 def normalize_mobile(values: pa.StringArray) -> pa.StringArray:
     """The 11 digits: blanks and hyphens removed, +86 / 0086 / 86 prefixes dropped. Other
     values (landlines too) keep their digits and separators minus the blanks and hyphens."""
-    matrix, fits = fixed_width(values, 11)
-    return fix_where(values, ~(fits & bytes_between(matrix, "0", "9")), _normalise_rows)
+    return normalise_parsed(values, _eleven_digits, _normalise_rows)[0]
 
 
-def _mobile_ok(matrix: np.ndarray, fits: np.ndarray) -> np.ndarray:
-    """``MOBILE`` as a byte test on ``fixed_width(text, 11)`` (a regular expression over every
-    row costs several times more)."""
-    ok = fits & bytes_between(matrix, "0", "9") & (matrix[:, 0] == ord("1"))
-    return ok & (matrix[:, 1] >= ord("3")) & (matrix[:, 1] <= ord("9"))
+class Mobiles:
+    """A column of mobile numbers normalised and parsed once: the rule engine judges it by the
+    standard and by its allocated-range tier, which share the byte matrix and the format test."""
+
+    def __init__(self, values: pa.StringArray):
+        self.text, (self.matrix, digits), _ = normalise_parsed(
+            values, _eleven_digits, _normalise_rows
+        )
+        # ``MOBILE`` as a byte test (a regular expression over every row costs several times more)
+        first, second = self.matrix[:, 0], self.matrix[:, 1]
+        self.well_formed = (
+            digits & (first == ord("1")) & (second >= ord("3")) & (second <= ord("9"))
+        )
+
+    def verdict(self) -> ArrayVerdict:
+        return first_failure(self.text, [("format", ~self.well_formed)])
+
+    def strict_verdict(self) -> ArrayVerdict:
+        allocated_prefix, undecided = _allocated_by_prefix()
+        # other rows pass here: validate_mobile has them
+        prefix = np.where(self.well_formed, digit_values(self.matrix[:, :5]), 0)
+        allocated = allocated_prefix[prefix]
+        unsure = np.flatnonzero(self.well_formed & undecided[prefix])
+        if len(unsure):
+            rows = pa.array(unsure)
+            allocated[unsure] = pc.match_substring_regex(
+                self.text.take(rows), strict_mobile_pattern()
+            ).to_numpy(zero_copy_only=False)
+        return first_failure(self.text, [("not_allocated", self.well_formed & ~allocated)])
 
 
 @vectorised
 def validate_mobile(values: pa.StringArray) -> ArrayVerdict:
-    text = normalize_mobile(values)
-    return first_failure(text, [("format", pa.array(~_mobile_ok(*fixed_width(text, 11))))])
+    return Mobiles(values).verdict()
 
 
 @vectorised
 def validate_mobile_strict(values: pa.StringArray) -> ArrayVerdict:
-    text = normalize_mobile(values)
-    matrix, fits = fixed_width(text, 11)
-    allocated_prefix, undecided = _allocated_by_prefix()
-    prefix = digit_values(matrix[:, :5])
-    well_formed = _mobile_ok(matrix, fits)
-    prefix = np.where(well_formed, prefix, 0)  # other rows pass here: validate_mobile has them
-    allocated = allocated_prefix[prefix]
-    unsure = np.flatnonzero(well_formed & undecided[prefix])
-    if len(unsure):
-        rows = pa.array(unsure)
-        allocated[unsure] = pc.match_substring_regex(
-            text.take(rows), strict_mobile_pattern()
-        ).to_numpy(zero_copy_only=False)
-    return first_failure(text, [("not_allocated", pa.array(well_formed & ~allocated))])
+    return Mobiles(values).strict_verdict()
 
 
 @vectorised
