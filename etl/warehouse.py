@@ -476,44 +476,53 @@ def _rows_of_this_build(test: str | dict) -> dict:
     return {name: {**spec, "config": config}}
 
 
-def _column_tests(column: StagedColumn, key: list[str]) -> list:
+def _warn() -> dict:  # a new dict each time: shared ones would be dumped as YAML anchors
+    return {"severity": "warn"}
+
+
+def _column_tests(column: StagedColumn) -> list:
+    """A column's own checks from its contract (warnings): its value list and code table.
+    The grain and the not-null checks are one model-level test each (``_model_tests``)."""
     tests: list = []
     src = column.source
-    if len(key) == 1 and column.name == key[0]:
-        return ["unique", "not_null"]
-    if src is None:
+    if src is None or column.name != src.name:
         return tests
-
-    def warn() -> dict:  # a new dict each time: shared ones would be dumped as YAML anchors
-        return {"severity": "warn"}
-
-    if not src.nullable and column.name in key:
-        tests.append("not_null")
-    elif not src.nullable and column.name == src.name:
-        tests.append({"not_null": {"config": warn()}})
-    if src.values and column.name == src.name:
+    if src.values:
         tests.append(
-            {"accepted_values": {"arguments": {"values": list(src.values)}, "config": warn()}}
+            {"accepted_values": {"arguments": {"values": list(src.values)}, "config": _warn()}}
         )
-    if src.standard in CODE_SEEDS and column.name == src.name:
+    if src.standard in CODE_SEEDS:
         seed, field = CODE_SEEDS[src.standard]
         tests.append(
-            {
-                "relationships": {
-                    "arguments": {"to": f"ref('{seed}')", "field": field},
-                    "config": warn(),
-                }
-            }
-        )
-    if src.standard == "nbs_division" and column.name == src.name:
+            {"relationships": {"arguments": {"to": f"ref('{seed}')", "field": field},
+                               "config": _warn()}}
+        )  # fmt: skip
+    if src.standard == "nbs_division":
         tests.append(
             {
                 "relationships": {
                     "arguments": {"to": "ref('dim_division')", "field": "division_code"},
-                    "config": warn(),
+                    "config": _warn(),
                 }
             }
         )
+    return tests
+
+
+def _model_tests(columns: list[StagedColumn], key: list[str]) -> list:
+    """The privacy scan, the grain (the key: unique and not null, an error) and the columns the
+    contract declares not nullable (one warning node for all of them), on this build's rows."""
+    tests: list = ["no_raw_identifiers"]  # it reads only this build's rows itself
+    tests.append(_rows_of_this_build({"grain": {"arguments": {"columns": key}}}))
+    required = [
+        c.name
+        for c in columns
+        if c.source is not None and not c.source.nullable
+        and c.name == c.source.name and c.name not in key
+    ]  # fmt: skip
+    if required:
+        check = {"not_null_columns": {"arguments": {"columns": required}, "config": _warn()}}
+        tests.append(_rows_of_this_build(check))
     return tests
 
 
@@ -527,11 +536,6 @@ def render_staging_yml(system: SystemContract) -> str:
             if is_append_only(d)
             else f"incremental current state per key ({strategy}: I/U/D rows re-state keys)"
         )
-        model_tests: list = ["no_raw_identifiers"]  # it reads only this build's rows itself
-        if len(key) > 1:
-            model_tests.append(
-                _rows_of_this_build({"unique_combination": {"arguments": {"columns": key}}})
-            )
         models.append(
             {
                 "name": model_name(system.system, d.dataset),
@@ -544,7 +548,7 @@ def render_staging_yml(system: SystemContract) -> str:
                 "config": {
                     "meta": {"contract": f"schemas/systems/{system.system}/{d.dataset}.yaml"}
                 },
-                "data_tests": model_tests,
+                "data_tests": _model_tests(cols, key),
                 "columns": [
                     {
                         "name": c.name,
@@ -552,7 +556,7 @@ def render_staging_yml(system: SystemContract) -> str:
                         "data_type": c.data_type,
                         **(
                             {"data_tests": [_rows_of_this_build(x) for x in t]}
-                            if (t := _column_tests(c, key))
+                            if (t := _column_tests(c))
                             else {}
                         ),
                     }
@@ -699,7 +703,7 @@ def render_sightings_yml() -> str:
             "data_tests": [
                 _rows_of_this_build(
                     {
-                        "unique_combination": {
+                        "grain": {
                             "arguments": {
                                 "columns": ["person_key", "source_dataset", "source_column"]
                             }
@@ -719,7 +723,7 @@ def render_sightings_yml() -> str:
             "data_tests": [
                 _rows_of_this_build(
                     {
-                        "unique_combination": {
+                        "grain": {
                             "arguments": {
                                 "columns": ["credit_code", "source_dataset", "source_column"]
                             }

@@ -353,6 +353,50 @@ def test_no_raw_id_number_or_mobile_in_any_table(built):
     assert scanned > 200
 
 
+def test_the_grain_and_required_columns_tests_find_repeats_and_nulls(built, tmp_path):
+    """``grain`` fails on a repeated key and on a null key part (one node for unique and
+    not_null); ``not_null_columns`` warns on every null cell of this build's rows."""
+    home = tmp_path / "home"
+    shutil.copytree(built.home, home)
+    database = home / "warehouse" / warehouse.WAREHOUSE_FILE
+    mart, staged = (
+        "marts.mart_health__consultations_by_level_daily",
+        "staging.stg_civil_affairs__assistance",
+    )
+    with duckdb.connect(str(database)) as con:
+        con.execute(f"insert into {mart} select * from {mart} limit 1")
+        con.execute(f"insert into {mart} select * replace (null as care_level) from {mart} limit 1")
+        con.execute(
+            f"update {staged} set status = null, _staged_in = 'build-under-test' "
+            f"where rowid in (select rowid from {staged} limit 2)"
+        )
+    result = warehouse.run_dbt(
+        [
+            "test",
+            "--select",
+            "mart_health__consultations_by_level_daily",
+            "stg_civil_affairs__assistance",
+        ],
+        home,
+        database=database,
+        build_id="build-under-test",
+    )
+    outcomes = {
+        (r.node.test_metadata.name, r.node.attached_node.split(".")[-1]): (
+            str(r.status),
+            r.failures,
+        )
+        for r in result.result.results
+        if getattr(r.node, "test_metadata", None)
+        and r.node.test_metadata.name in ("grain", "not_null_columns")
+    }
+    assert outcomes == {
+        ("grain", "mart_health__consultations_by_level_daily"): ("fail", 2),
+        ("grain", "stg_civil_affairs__assistance"): ("pass", 0),
+        ("not_null_columns", "stg_civil_affairs__assistance"): ("warn", 2),
+    }, outcomes
+
+
 def test_an_incremental_build_is_memory_bounded_and_retried_without_the_bound(
     built, tmp_path, monkeypatch
 ):
