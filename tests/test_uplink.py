@@ -28,6 +28,7 @@ from etl.contracts import (
 )
 from etl.settings import paths
 from etl.uplink import deliver as uplink
+from etl.uplink import masks as masks_module
 from etl.uplink.masks import outgoing_columns
 from etl.uplink.receivers import HttpReceiver, ReferenceReceiver
 from etl.uplink.state import UplinkState
@@ -282,6 +283,33 @@ def test_masks_keep_what_the_warehouse_keeps_and_are_idempotent():
         for fn in masks.DISPLAY_MASKS.values():
             once = fn(value)
             assert fn(once) == once if once is not None else True
+
+
+MASK_SAMPLES = [None, "", " ", "\u3000", "\x1c张\x1f", "张三丰", " 张三丰 ", "张", "é", "e\u0301x",
+                "370322199001011234", "37032219900101123x", "18012341999", "123", "x'y",
+                CANARY_ADDRESS, "高青县芦湖街道某小区", "青城镇\n东关村", "村", "1985-06-01",
+                "１９８５年", "85", "0533-6912345", "91370322MA3C4XYZ12"]  # fmt: skip
+
+
+@pytest.mark.parametrize("mask", ["pseudonym", *sorted(masks_module.DISPLAY_MASKS)])
+def test_the_sql_of_every_mask_gives_what_its_python_reference_gives(mask):
+    """The uplinks mask whole columns in DuckDB (``mask_sql``); on every kind of value (blanks
+    of every sort, combining marks, full-width digits, quotes, line breaks) each mask gives
+    exactly what its Python definition gives."""
+    from etl.warehouse import hmac_pads
+
+    key = b"an exchange's pseudonym key"
+    reference = (
+        masks_module.pseudonymiser(key) if mask == "pseudonym" else masks_module.DISPLAY_MASKS[mask]
+    )
+    con = duckdb.connect()
+    for name, pad in zip(("ipad", "opad"), hmac_pads(key), strict=True):
+        con.execute(f"SET VARIABLE {masks_module.PAD_VARIABLES[name]} = unhex(?)", [pad])
+    con.execute("CREATE TABLE v (i INTEGER, value VARCHAR)")
+    con.executemany("INSERT INTO v VALUES (?, ?)", list(enumerate(MASK_SAMPLES)))
+    got = con.execute(f"SELECT {masks_module.mask_sql(mask, 'value')} FROM v ORDER BY i").fetchall()
+    assert [g for (g,) in got] == [reference(v) for v in MASK_SAMPLES]
+    assert "".join(c for c in map(chr, range(0x3001)) if c.isspace()) == masks_module.WHITESPACE
 
 
 def test_no_column_above_its_grade_is_sent_unmasked_by_any_contract():

@@ -23,13 +23,14 @@ import pyarrow.parquet as pq
 
 from etl.contracts import ExchangeContract, ExchangeResource
 from etl.errors import CountylakeError
-from etl.uplink.masks import OutgoingColumn, mask_function, outgoing_columns
+from etl.uplink.masks import PAD_VARIABLES, OutgoingColumn, mask_sql, outgoing_columns
 from etl.validate import ARROW_TYPES
 from etl.validate import SQL_TYPES as DUCKDB_TYPES
+from etl.warehouse import hmac_pads
 
-# Rows per Arrow record batch wherever the uplinks turn rows into Python values (masks, the
-# rows checksum, database inserts): Python objects exist for one batch at a time, never for a
-# whole resource or package.
+# Rows per Arrow record batch wherever the uplinks stream rows (the masked mart, the package
+# files) or turn them into Python values (the rows checksum, database inserts): Python objects
+# exist for one batch at a time, never for a whole resource or package.
 BATCH_ROWS = 50_000
 # DuckDB's memory while diffing a resource against its accepted snapshot; beyond it, it spills
 CHANGES_MEMORY = "1GB"
@@ -50,30 +51,37 @@ def write_outgoing(
     pseudonym_key: bytes | None,
     path: Path,
 ) -> list[OutgoingColumn]:
-    """Write the resource's rows as they leave for ``exchange`` (masked, typed, empty text as
-    null) to the Parquet file ``path``, ``BATCH_ROWS`` at a time: a resource of millions of
-    people is never held whole."""
+    """Write the resource's rows as they leave for ``exchange`` (masked by DuckDB, typed, empty
+    text as null) to the Parquet file ``path``, ``BATCH_ROWS`` at a time: a resource of
+    millions of people is never held whole, nor turned into Python values."""
     columns = outgoing_columns(exchange, resource)
     where = f"{warehouse}: {resource.source}"
     if not warehouse.exists():
         raise UplinkError(str(warehouse), "no warehouse file yet (build the warehouse first)")
+    if not pseudonym_key and any(c.applied_mask == "pseudonym" for c in columns):
+        raise ValueError("the pseudonym mask needs the exchange's key")
     select = []
     for c in columns:
-        # a masked column is read as text; an unmasked one is cast to its contract type
-        typ = "VARCHAR" if c.applied_mask != "none" else DUCKDB_TYPES[c.column.type]
-        select.append(f"CAST({_q(c.name)} AS {typ}) AS {_q(c.name)}")
+        # a masked column is masked by DuckDB as text; an unmasked one is cast to its type
+        if c.applied_mask == "none":
+            value = f"CAST({_q(c.name)} AS {DUCKDB_TYPES[c.column.type]})"
+        else:
+            value = mask_sql(c.applied_mask, f"CAST({_q(c.name)} AS VARCHAR)")
+        select.append(f"{value} AS {_q(c.name)}")
     schema, table = resource.source.split(".")
     sql = f"SELECT {', '.join(select)} FROM {_q(schema)}.{_q(table)}"
-    masks = {c.name: mask_function(c.applied_mask, pseudonym_key) for c in columns}
     arrow_schema = pa.schema([(c.name, ARROW_TYPES[c.type]) for c in columns])
     try:
         con = duckdb.connect(str(warehouse), read_only=True)
     except duckdb.Error as exc:
         raise UplinkError(str(warehouse), f"cannot open the warehouse: {exc}") from exc
     try:
+        if pseudonym_key:
+            for name, pad in zip(("ipad", "opad"), hmac_pads(pseudonym_key), strict=True):
+                con.execute(f"SET VARIABLE {PAD_VARIABLES[name]} = unhex(?)", [pad])
         with pq.ParquetWriter(path, arrow_schema) as writer:
             for batch in con.sql(sql).to_arrow_reader(BATCH_ROWS):
-                writer.write_batch(_outgoing_batch(batch, columns, masks, arrow_schema))
+                writer.write_batch(_outgoing_batch(batch, arrow_schema))
     except duckdb.Error as exc:
         reason = str(exc).splitlines()[0]
         raise UplinkError(where, f"cannot read the source: {reason}") from exc
@@ -82,18 +90,13 @@ def write_outgoing(
     return columns
 
 
-def _outgoing_batch(
-    batch: pa.RecordBatch, columns: list[OutgoingColumn], masks: dict, schema: pa.Schema
-) -> pa.RecordBatch:
-    """One batch of mart rows as they leave: the Python masks applied (one batch of Python
-    strings at a time), each column cast to its contract type, empty text as null."""
+def _outgoing_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """One batch of masked rows as they leave: each column in its contract type, empty text as
+    null (a CSV cannot tell them apart)."""
     arrays = []
-    for c in columns:
-        values = batch.column(c.name)
-        if c.applied_mask != "none":
-            values = pa.array([masks[c.name](v) for v in values.to_pylist()], pa.string())
-        values = values.cast(ARROW_TYPES[c.type])
-        if pa.types.is_string(values.type):
+    for field in schema:
+        values = batch.column(field.name).cast(field.type)
+        if pa.types.is_string(field.type):
             values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
         arrays.append(values)
     return pa.record_batch(arrays, schema=schema)

@@ -4,7 +4,9 @@ A column goes out as the warehouse holds it only when its grade is at or below t
 exchange is entitled to for the resource's share type (``ExchangeContract.ceiling``); above it,
 the column's mask applies, or it is dropped. The display masks are the Python twins of
 ``warehouse/macros/privacy.sql`` (same characters kept, same null handling), so a value masked
-in the warehouse and masked again here is unchanged. ``pseudonym`` re-keys an identifier with
+in the warehouse and masked again here is unchanged. The uplinks apply them as DuckDB
+expressions (``mask_sql``), vectorised; these Python functions define what they must give
+(tests compare the two on every mask). ``pseudonym`` re-keys an identifier with
 the exchange's own secret, so each exchange can follow a person across its deliveries but not
 link them to another exchange's or the county's keys.
 """
@@ -90,6 +92,56 @@ def pseudonymiser(key: bytes) -> Callable[[object], str | None]:
     return mask_pseudonym
 
 
+# What str.strip() removes (the characters whose str.isspace() is true), for DuckDB's trim()
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+# The session variables holding the exchange's HMAC pads while its rows are read
+PAD_VARIABLES = {"ipad": "uplink_hmac_ipad", "opad": "uplink_hmac_opad"}
+_KEEP_ENDS = {"id_number": (6, 4), "mobile": (3, 4), "landline": (4, 2), "bank_card": (4, 4),
+              "credit_code": (8, 0)}  # fmt: skip
+
+
+def mask_sql(mask: str, value: str) -> str:
+    """The DuckDB expression of ``mask`` over the text expression ``value``: what the Python
+    function of the same name gives, for a whole column at once. ``pseudonym`` reads the
+    exchange's padded keys from the ``PAD_VARIABLES`` session variables (never in SQL text)."""
+    ws = "'" + WHITESPACE.replace("'", "''") + "'"
+    stripped = f"trim({value}, {ws})"
+    if mask in _KEEP_ENDS:
+        head, tail = _KEEP_ENDS[mask]
+        right = f"right({value}, {tail})" if tail else "''"
+        return (
+            f"CASE WHEN {value} IS NULL OR {value} = '' THEN NULL "
+            f"WHEN length({value}) <= {head + tail} THEN repeat('*', length({value})) "
+            f"ELSE left({value}, {head}) || repeat('*', length({value}) - {head + tail}) "
+            f"|| {right} END"
+        )
+    blank = f"{value} IS NULL OR {stripped} = ''"
+    if mask == "name":
+        return (
+            f"CASE WHEN {blank} THEN NULL ELSE left({stripped}, 1) "
+            f"|| repeat('*', greatest(length({stripped}) - 1, 1)) END"
+        )
+    if mask == "address":
+        village = _VILLAGE_LEVEL.pattern.replace("'", "''")
+        extract = f"nullif(regexp_extract({value}, '{village}', 1), '')"
+        return f"CASE WHEN {blank} THEN NULL ELSE {extract} END"
+    if mask == "year":
+        return (
+            f"CASE WHEN {value} IS NULL OR {value} = '' THEN NULL "
+            f"WHEN regexp_matches({value}, '^\\p{{Nd}}{{4}}') THEN left({value}, 4) END"
+        )
+    if mask == "pseudonym":
+        ipad, opad = (f"getvariable('{PAD_VARIABLES[k]}')" for k in ("ipad", "opad"))
+        return (
+            f"CASE WHEN {blank} THEN NULL "
+            f"ELSE sha256({opad} || unhex(sha256({ipad} || encode({stripped})))) END"
+        )
+    raise ValueError(f"no SQL for the mask {mask!r}")
+
+
 DISPLAY_MASKS: dict[str, Callable[[object], str | None]] = {
     "name": mask_name,
     "id_number": mask_id_number,
@@ -136,13 +188,3 @@ def outgoing_columns(
             continue
         out.append(OutgoingColumn(column, applied))
     return out
-
-
-def mask_function(mask: str, pseudonym_key: bytes | None) -> Callable[[object], object]:
-    if mask == "none":
-        return lambda value: value
-    if mask == "pseudonym":
-        if not pseudonym_key:
-            raise ValueError("the pseudonym mask needs the exchange's key")
-        return pseudonymiser(pseudonym_key)
-    return DISPLAY_MASKS[mask]
