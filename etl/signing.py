@@ -1,5 +1,6 @@
 """Request signing of the Shandong open-data gateway style, used by department APIs and by the
-HTTP uplink: X-Signature = Base64(HMAC-SHA256(secret, ClientId + Timestamp + Nonce))."""
+HTTP uplink: X-Signature = Base64(HMAC-SHA256(secret, ClientId + Timestamp + Nonce)); and the
+padded keys with which DuckDB computes HMAC-SHA256 itself (pseudonyms, in SQL)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,13 @@ def verify(
     if not hmac.compare_digest(expected, given):
         return "bad signature"
     return None
+
+
+def hmac_pads(key: bytes) -> tuple[str, str]:
+    """The inner and outer padded keys of HMAC-SHA256 (K xor 0x36.., K xor 0x5c..), 64 bytes
+    each, as hex: what SQL needs to compute HMAC(K, m) = sha256(opad || sha256(ipad || m))
+    without the key (the warehouse's ``pseudonym()`` macro, the uplinks' pseudonym mask)."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return bytes(b ^ 0x36 for b in key).hex(), bytes(b ^ 0x5C for b in key).hex()

@@ -49,6 +49,7 @@ from etl.contracts import REPO_ROOT, Column, DatasetContract, SystemContract, lo
 from etl.contracts import load_systems as _load_systems
 from etl.errors import CountylakeError
 from etl.settings import Paths, paths
+from etl.signing import hmac_pads
 
 PROJECT_DIR = REPO_ROOT / "warehouse"
 WAREHOUSE_FILE = "county.duckdb"  # its stem is the catalog name views are bound to
@@ -150,15 +151,6 @@ def _refuse_tracked(path: Path) -> None:
         raise WarehouseError(
             str(path), "would create the HMAC key inside the repository, not ignored by git"
         )
-
-
-def hmac_pads(key: bytes) -> tuple[str, str]:
-    """The inner and outer padded keys of HMAC-SHA256 (K xor 0x36.., K xor 0x5c..), 64 bytes
-    each, as hex: what the SQL ``pseudonym()`` macro needs instead of the key."""
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(64, b"\0")
-    return bytes(b ^ 0x36 for b in key).hex(), bytes(b ^ 0x5C for b in key).hex()
 
 
 def pseudonym(value: str | None, key: bytes) -> str | None:

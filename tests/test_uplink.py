@@ -296,15 +296,12 @@ def test_the_sql_of_every_mask_gives_what_its_python_reference_gives(mask):
     """The uplinks mask whole columns in DuckDB (``mask_sql``); on every kind of value (blanks
     of every sort, combining marks, full-width digits, quotes, line breaks) each mask gives
     exactly what its Python definition gives."""
-    from etl.warehouse import hmac_pads
-
     key = b"an exchange's pseudonym key"
     reference = (
         masks_module.pseudonymiser(key) if mask == "pseudonym" else masks_module.DISPLAY_MASKS[mask]
     )
     con = duckdb.connect()
-    for name, pad in zip(("ipad", "opad"), hmac_pads(key), strict=True):
-        con.execute(f"SET VARIABLE {masks_module.PAD_VARIABLES[name]} = unhex(?)", [pad])
+    masks_module.bind_pseudonym_key(con, key)
     con.execute("CREATE TABLE v (i INTEGER, value VARCHAR)")
     con.executemany("INSERT INTO v VALUES (?, ?)", list(enumerate(MASK_SAMPLES)))
     got = con.execute(f"SELECT {masks_module.mask_sql(mask, 'value')} FROM v ORDER BY i").fetchall()

@@ -23,10 +23,9 @@ import pyarrow.parquet as pq
 
 from etl.contracts import ExchangeContract, ExchangeResource
 from etl.errors import CountylakeError
-from etl.uplink.masks import PAD_VARIABLES, OutgoingColumn, mask_sql, outgoing_columns
+from etl.uplink.masks import OutgoingColumn, bind_pseudonym_key, mask_sql, outgoing_columns
 from etl.validate import ARROW_TYPES
 from etl.validate import SQL_TYPES as DUCKDB_TYPES
-from etl.warehouse import hmac_pads
 
 # Rows per Arrow record batch wherever the uplinks stream rows (the masked mart, the package
 # files) or turn them into Python values (the rows checksum, database inserts): Python objects
@@ -77,8 +76,7 @@ def write_outgoing(
         raise UplinkError(str(warehouse), f"cannot open the warehouse: {exc}") from exc
     try:
         if pseudonym_key:
-            for name, pad in zip(("ipad", "opad"), hmac_pads(pseudonym_key), strict=True):
-                con.execute(f"SET VARIABLE {PAD_VARIABLES[name]} = unhex(?)", [pad])
+            bind_pseudonym_key(con, pseudonym_key)
         with pq.ParquetWriter(path, arrow_schema) as writer:
             for batch in con.sql(sql).to_arrow_reader(BATCH_ROWS):
                 writer.write_batch(_outgoing_batch(batch, arrow_schema))
@@ -118,9 +116,7 @@ def write_changes(
     DuckDB works under ``CHANGES_MEMORY`` and spills beside ``path`` beyond it, so a first
     delivery of a whole county is diffed in bounded memory."""
     spill = path.parent / f"{path.name}.spill"
-    con = duckdb.connect(
-        config={"memory_limit": CHANGES_MEMORY, "temp_directory": str(spill), "threads": 2}
-    )
+    con = duckdb.connect(config={"memory_limit": CHANGES_MEMORY, "temp_directory": str(spill)})
     try:
         con.register("accepted", accepted)
         source = f"read_parquet('{_literal(outgoing)}')"

@@ -152,7 +152,11 @@ def _delivered(exchange, resource, where: Paths, state: UplinkState) -> tuple[st
 
 @contextmanager
 def _changes_file(
-    exchange: ExchangeContract, resource: ExchangeResource, where: Paths, state: UplinkState
+    exchange: ExchangeContract,
+    resource: ExchangeResource,
+    where: Paths,
+    state: UplinkState,
+    secret: str,
 ) -> Iterator[tuple[list, Path, int]]:
     """The resource's changes since the accepted snapshot, in a Parquet file of a work folder
     that is removed afterwards: (outgoing columns, the file, its rows). The outgoing rows and
@@ -161,7 +165,6 @@ def _changes_file(
 
     from etl.uplink.changes import write_changes, write_outgoing
 
-    secret = exchange_secret(exchange, resource, where)
     pseudonym_key = keys.pseudonym_key(secret, exchange.exchange)
     work_root = where.home / "uplink" / "work"
     work_root.mkdir(parents=True, exist_ok=True)
@@ -190,7 +193,7 @@ def _build(
     from etl.uplink.package import build_package
 
     secret = exchange_secret(exchange, resource, where)
-    with _changes_file(exchange, resource, where, state) as (columns, changed, rows):
+    with _changes_file(exchange, resource, where, state, secret) as (columns, changed, rows):
         if rows == 0:
             if version:
                 state.mark_synced(exchange.exchange, resource.resource, version)
@@ -447,7 +450,8 @@ def _pending_changes(exchange, resource, where: Paths, state: UplinkState) -> st
     try:
         if _delivered(exchange, resource, where, state)[1]:
             return ""
-        with _changes_file(exchange, resource, where, state) as (_, changed, rows):
+        secret = exchange_secret(exchange, resource, where)
+        with _changes_file(exchange, resource, where, state, secret) as (_, changed, rows):
             ops = op_counts(pq.read_table(changed, columns=["_op"]).column("_op")) if rows else {}
     except UplinkError as exc:
         return f"source not readable: {exc.reason}"

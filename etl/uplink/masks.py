@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from etl.contracts import ExchangeColumn, ExchangeContract, ExchangeResource, grade_above
+from etl.signing import hmac_pads
 
 _VILLAGE_LEVEL = re.compile(r"^(.*?(村委会|居委会|社区|村))")
 
@@ -98,7 +99,7 @@ WHITESPACE = (
     "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 # The session variables holding the exchange's HMAC pads while its rows are read
-PAD_VARIABLES = {"ipad": "uplink_hmac_ipad", "opad": "uplink_hmac_opad"}
+_PAD_VARIABLES = {"ipad": "uplink_hmac_ipad", "opad": "uplink_hmac_opad"}
 _KEEP_ENDS = {"id_number": (6, 4), "mobile": (3, 4), "landline": (4, 2), "bank_card": (4, 4),
               "credit_code": (8, 0)}  # fmt: skip
 
@@ -106,7 +107,7 @@ _KEEP_ENDS = {"id_number": (6, 4), "mobile": (3, 4), "landline": (4, 2), "bank_c
 def mask_sql(mask: str, value: str) -> str:
     """The DuckDB expression of ``mask`` over the text expression ``value``: what the Python
     function of the same name gives, for a whole column at once. ``pseudonym`` reads the
-    exchange's padded keys from the ``PAD_VARIABLES`` session variables (never in SQL text)."""
+    exchange's padded keys from session variables (``bind_pseudonym_key``), never SQL text."""
     ws = "'" + WHITESPACE.replace("'", "''") + "'"
     stripped = f"trim({value}, {ws})"
     if mask in _KEEP_ENDS:
@@ -134,12 +135,19 @@ def mask_sql(mask: str, value: str) -> str:
             f"WHEN regexp_matches({value}, '^\\p{{Nd}}{{4}}') THEN left({value}, 4) END"
         )
     if mask == "pseudonym":
-        ipad, opad = (f"getvariable('{PAD_VARIABLES[k]}')" for k in ("ipad", "opad"))
+        ipad, opad = (f"getvariable('{_PAD_VARIABLES[k]}')" for k in ("ipad", "opad"))
         return (
             f"CASE WHEN {blank} THEN NULL "
             f"ELSE sha256({opad} || unhex(sha256({ipad} || encode({stripped})))) END"
         )
     raise ValueError(f"no SQL for the mask {mask!r}")
+
+
+def bind_pseudonym_key(con, key: bytes) -> None:
+    """Give the DuckDB connection ``con`` the exchange's key for ``mask_sql('pseudonym', ...)``,
+    as its HMAC padded keys in session variables."""
+    for name, pad in zip(("ipad", "opad"), hmac_pads(key), strict=True):
+        con.execute(f"SET VARIABLE {_PAD_VARIABLES[name]} = unhex(?)", [pad])
 
 
 DISPLAY_MASKS: dict[str, Callable[[object], str | None]] = {
