@@ -21,6 +21,37 @@ union all
 {%- endfor %}
 {% endtest %}
 
+{#- Known codes: the values each column may take (``values``: column -> list) and the table
+    each column's codes must exist in (``references``: column -> {to: model or seed name,
+    field}), every column in one node: a row per unknown value, named by its column. What
+    accepted_values and relationships per column would check in one node each. -#}
+{% test known_codes(model, values={}, references={}) %}
+{%- set checks = [] -%}
+{%- for column, allowed in values.items() -%}
+    {%- set check -%}
+select '{{ column }}' as column_name, cast({{ column }} as varchar) as value
+from {{ model }}
+where {{ column }} is not null
+  and cast({{ column }} as varchar) not in (
+      {%- for v in allowed %}'{{ v | string | replace("'", "''") }}'{% if not loop.last %}, {% endif %}{% endfor -%}
+  )
+    {%- endset -%}
+    {%- do checks.append(check) -%}
+{%- endfor -%}
+{%- for column, target in references.items() -%}
+    {%- set check -%}
+select '{{ column }}' as column_name, cast(child.{{ column }} as varchar) as value
+from {{ model }} as child
+where child.{{ column }} is not null
+  and not exists (
+      select 1 from {{ ref(target.to) }} as parent where parent.{{ target.field }} = child.{{ column }}
+  )
+    {%- endset -%}
+    {%- do checks.append(check) -%}
+{%- endfor -%}
+{{ checks | join('\nunion all\n') if checks else 'select null as column_name, null as value where false' }}
+{% endtest %}
+
 {#- SCD2: every key has exactly one current version (dbt_valid_to is null). -#}
 {% test one_current_row(model, column_name, valid_to='dbt_valid_to') %}
 select {{ column_name }}, count(*) filter (where {{ valid_to }} is null) as current_rows
