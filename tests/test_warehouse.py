@@ -353,9 +353,10 @@ def test_no_raw_id_number_or_mobile_in_any_table(built):
     assert scanned > 200
 
 
-def test_the_grain_and_required_columns_tests_find_repeats_and_nulls(built, tmp_path):
+def test_the_grain_required_columns_and_known_codes_tests_find_their_rows(built, tmp_path):
     """``grain`` fails on a repeated key and on a null key part (one node for unique and
-    not_null); ``not_null_columns`` warns on every null cell of this build's rows."""
+    not_null); ``not_null_columns`` warns on every null cell of this build's rows and
+    ``known_codes`` on every value outside its list or code table."""
     home = tmp_path / "home"
     shutil.copytree(built.home, home)
     database = home / "warehouse" / warehouse.WAREHOUSE_FILE
@@ -369,6 +370,11 @@ def test_the_grain_and_required_columns_tests_find_repeats_and_nulls(built, tmp_
         con.execute(
             f"update {staged} set status = null, _staged_in = 'build-under-test' "
             f"where rowid in (select rowid from {staged} limit 2)"
+        )
+        con.execute(
+            f"update {staged} set assistance_type = '不存在的类型', village_code = '999999999999', "
+            f"_staged_in = 'build-under-test' "
+            f"where rowid in (select rowid from {staged} order by rowid desc limit 1)"
         )
     result = warehouse.run_dbt(
         [
@@ -388,12 +394,13 @@ def test_the_grain_and_required_columns_tests_find_repeats_and_nulls(built, tmp_
         )
         for r in result.result.results
         if getattr(r.node, "test_metadata", None)
-        and r.node.test_metadata.name in ("grain", "not_null_columns")
+        and r.node.test_metadata.name in ("grain", "not_null_columns", "known_codes")
     }
     assert outcomes == {
         ("grain", "mart_health__consultations_by_level_daily"): ("fail", 2),
         ("grain", "stg_civil_affairs__assistance"): ("pass", 0),
         ("not_null_columns", "stg_civil_affairs__assistance"): ("warn", 2),
+        ("known_codes", "stg_civil_affairs__assistance"): ("warn", 2),
     }, outcomes
 
 

@@ -30,7 +30,7 @@ union all
 {%- for column, allowed in values.items() -%}
     {%- set check -%}
 select '{{ column }}' as column_name, cast({{ column }} as varchar) as value
-from {{ model }}
+from checked
 where {{ column }} is not null
   and cast({{ column }} as varchar) not in (
       {%- for v in allowed %}'{{ v | string | replace("'", "''") }}'{% if not loop.last %}, {% endif %}{% endfor -%}
@@ -40,16 +40,18 @@ where {{ column }} is not null
 {%- endfor -%}
 {%- for column, target in references.items() -%}
     {%- set check -%}
-select '{{ column }}' as column_name, cast(child.{{ column }} as varchar) as value
-from {{ model }} as child
-where child.{{ column }} is not null
+select '{{ column }}' as column_name, cast(checked.{{ column }} as varchar) as value
+from checked
+where checked.{{ column }} is not null
   and not exists (
-      select 1 from {{ ref(target.to) }} as parent where parent.{{ target.field }} = child.{{ column }}
+      select 1 from {{ ref(target.to) }} as parent
+      where parent.{{ target.field }} = checked.{{ column }}
   )
     {%- endset -%}
     {%- do checks.append(check) -%}
 {%- endfor -%}
-{{ checks | join('\nunion all\n') if checks else 'select null as column_name, null as value where false' }}
+with checked as (select * from {{ model }})
+{{ checks | join('\nunion all\n') if checks else 'select null as column_name, null as value from checked where false' }}
 {% endtest %}
 
 {#- SCD2: every key has exactly one current version (dbt_valid_to is null). -#}
