@@ -1257,6 +1257,10 @@ def build(
                 args += ["--select", *([select] if isinstance(select, str) else select)]
             elif plan and plan.selectors:
                 args += ["--select", *plan.selectors]
+            if not select and (plan is None or plan.selectors is None):
+                # a first build, a full refresh or a changed project: dbt parses the project
+                # afresh (its partial parsing has lost a snapshot across a project upgrade)
+                (_dbt_dir(p) / "target" / "partial_parse.msgpack").unlink(missing_ok=True)
             build_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
             bound = os.environ.get(MEMORY_ENV, INCREMENTAL_MEMORY if mode == "incremental" else "")
             clock = time.monotonic()

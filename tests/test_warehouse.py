@@ -404,6 +404,60 @@ def test_the_grain_required_columns_and_known_codes_tests_find_their_rows(built,
     }, outcomes
 
 
+def test_the_privacy_scan_finds_a_raw_id_number_or_phone(built, tmp_path):
+    """``no_raw_identifiers`` fails on a mobile number in a row this build staged (a number
+    inside a longer run of digits is not one), and on a raw ID number in the profile of a
+    person this build recomputed ('*': every person), not of one it left alone."""
+    home = tmp_path / "home"
+    shutil.copytree(built.home, home)
+    database = home / "warehouse" / warehouse.WAREHOUSE_FILE
+    profile, staged = "marts.mart_profile__person", "staging.stg_civil_affairs__assistance"
+    with duckdb.connect(str(database)) as con:
+        planted, other = [k for (k,) in con.execute(
+            f"select person_key from {profile} order by person_key limit 2"
+        ).fetchall()]  # fmt: skip
+        con.execute(
+            f"update {profile} set name_masked = '张 370322199001011234' where person_key = ?",
+            [planted],
+        )
+        for value, order in (("13912345678", "rowid"), ("9913912345678", "rowid desc")):
+            con.execute(
+                f"update {staged} set name_masked = ?, _staged_in = 'build-under-test' "
+                f"where rowid in (select rowid from {staged} order by {order} limit 1)",
+                [value],
+            )
+    result = warehouse.run_dbt(
+        ["test", "--select", "mart_profile__person", "stg_civil_affairs__assistance"],
+        home,
+        database=database,
+        build_id="build-under-test",
+    )
+    outcomes = {
+        r.node.attached_node.split(".")[-1]: (str(r.status), r.failures)
+        for r in result.result.results
+        if getattr(r.node, "test_metadata", None)
+        and r.node.test_metadata.name == "no_raw_identifiers"
+    }
+    # a test run outside a build recomputed no person: the profiles are not scanned
+    assert outcomes == {
+        "mart_profile__person": ("pass", 0),
+        "stg_civil_affairs__assistance": ("fail", 1),
+    }, outcomes
+    compiled = next(
+        (home / "warehouse" / "dbt" / "target" / "compiled").rglob(
+            "no_raw_identifiers_mart_profile__person_*.sql"
+        )
+    ).read_text("utf-8")
+    with duckdb.connect() as con:
+        con.execute(f"attach '{database}' as county")
+        con.execute("use county")
+        for touched, found in (([planted], 1), (["*"], 1), ([other], 0)):
+            con.execute("create or replace table _meta.touched_people (key varchar)")
+            con.executemany("insert into _meta.touched_people values (?)", [[k] for k in touched])
+            hits = con.execute(compiled).fetchall()
+            assert len(hits) == found, (touched, hits)
+
+
 def test_an_incremental_build_is_memory_bounded_and_retried_without_the_bound(
     built, tmp_path, monkeypatch
 ):

@@ -68,13 +68,34 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- The mart's config for an incremental mart partitioned by ``partition``. -#}
-{% macro incremental_mart(partition, model, expression) -%}
+{#- Pre-hook of an incremental mart kept per person or entity: delete the touched keys that no
+    row of ``model`` names any more. -#}
+{% macro forget_vanished_keys(kind, column, model) -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }}
+    where {{ is_touched(kind, column) }}
+      and {{ column }} not in (
+          select {{ column }}
+          from {{ ref(model) }}
+          where {{ is_touched(kind, column) }} and {{ column }} is not null
+      )
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The mart's config for an incremental mart partitioned by ``partition``; ``touched`` (people
+    or entities) when the partition is a person or entity key, whose rows can only vanish when
+    this build touched the key (macros/changes.sql), so only those keys are looked up. -#}
+{% macro incremental_mart(partition, model, expression, touched=none) -%}
+    {%- if touched -%}
+    {%- set forget = "{{ forget_vanished_keys('" ~ touched ~ "', '" ~ partition ~ "', '" ~ model ~ "') }}" -%}
+    {%- else -%}
+    {%- set forget = "{{ forget_vanished_partitions('" ~ partition ~ "', '" ~ model ~ "', \"" ~ expression ~ "\") }}" -%}
+    {%- endif -%}
     {{ config(
         materialized='incremental',
         unique_key=partition,
         incremental_strategy='delete+insert',
         on_schema_change='fail',
-        pre_hook=["{{ forget_vanished_partitions('" ~ partition ~ "', '" ~ model ~ "', \"" ~ expression ~ "\") }}"],
+        pre_hook=[forget],
     ) }}
 {%- endmacro %}

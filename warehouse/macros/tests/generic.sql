@@ -68,13 +68,15 @@ having count(*) filter (where {{ valid_to }} is null) <> 1
     fingerprint, a 16-hex ingestion attempt id or key id) can contain digit runs by chance and is
     skipped: it is by construction not an identifier. A number counts only when it stands alone,
     not inside a longer run of digits or letters (a digest inside a list or JSON text). -#}
-{% test no_raw_identifiers(model) %}
+{% test no_raw_identifiers(model, touched=none, key=none) %}
 {%- set id_pattern = '(^|[^0-9A-Za-z])[1-9][0-9]{5}(18|19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]([^0-9A-Za-z]|$)' -%}
 {%- set mobile_pattern = '(^|[^0-9A-Za-z])1[3-9][0-9]{9}([^0-9A-Za-z]|$)' -%}
 {%- set columns = adapter.get_columns_in_relation(model) if execute else [] -%}
 {%- set texts = [] -%}
 {#- A table whose rows carry the build that wrote them (_staged_in) is checked on this build's
-    rows: earlier rows were checked by their build and never change. -#}
+    rows, and a table kept per person or entity (``touched``: people or entities, ``key``: its
+    key column; see macros/changes.sql) on the keys this build recomputed: earlier rows were
+    checked by their build and never change. -#}
 {%- set this_build_only = columns | selectattr('name', 'equalto', '_staged_in') | list | length > 0 -%}
 {%- for column in columns -%}
     {%- if column.is_string() or column.dtype.upper().startswith('VARCHAR') or column.dtype.upper().endswith('[]') -%}
@@ -82,15 +84,25 @@ having count(*) filter (where {{ valid_to }} is null) <> 1
     {%- endif -%}
 {%- endfor %}
 {%- if texts %}
-with cells as (
-    {%- for name in texts %}
-    select '{{ name }}' as column_name, cast({{ adapter.quote(name) }} as varchar) as value
-    from {{ model }}
+with checked as (
+    select * from {{ model }}
     {%- if this_build_only %}
     where _staged_in is not distinct from getvariable('countylake_build')
+    {%- elif touched %}
+    where {{ is_touched(touched, adapter.quote(key)) }}
     {%- endif %}
-    {% if not loop.last %}union all{% endif %}
-    {%- endfor %}
+),
+
+cells as (
+    -- one row per non-null text cell
+    unpivot (
+        select
+        {%- for name in texts %}
+            cast({{ adapter.quote(name) }} as varchar) as {{ adapter.quote(name) }}
+            {%- if not loop.last %},{% endif %}
+        {%- endfor %}
+        from checked
+    ) on columns(*) into name column_name value value
 )
 select column_name, value
 from cells

@@ -6,7 +6,7 @@
     person's sightings or register record change (the day's activity touches a few thousand
     people of hundreds of thousands); only the people this build touched are fingerprinted
     (_meta.touched_people). A department renamed in the contracts needs a full refresh. -#}
-{{ incremental_mart('person_key', 'int_person_sightings', 'person_key') }}
+{{ incremental_mart('person_key', 'int_person_sightings', 'person_key', touched='people') }}
 
 with departments as (
     -- each system's department as its contract names it
