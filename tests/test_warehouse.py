@@ -201,6 +201,75 @@ def test_full_rebuild_equals_the_incremental_builds(built):
     assert con.execute(days).fetchall()[0][0] == 2
 
 
+def read_lake(home: Path, dataset: str) -> str:
+    return (
+        f"read_parquet('{home}/lake/raw/{dataset}/**/*.parquet', "
+        "hive_partitioning = true, union_by_name = true)"
+    )
+
+
+def test_a_person_who_moves_town_moves_their_monthly_facts(built, tmp_path):
+    """The monthly marts fingerprint their facts without the person's town and recompute the
+    months of the people who moved: a resident with contributions and deposits moves to a
+    village of another town in a new window, and the incremental build gives what a full
+    rebuild gives."""
+    home = tmp_path / "home"
+    shutil.copytree(built.home, home)
+    lake = home / "lake" / "raw"
+    con = duckdb.connect()
+    moved_id, village = con.execute(
+        f"""with register as (
+                select * from {read_lake(home, "public_security/resident")}
+                qualify row_number() over (partition by id_number
+                                           order by load_date desc, "window" desc) = 1),
+            both_funds as (
+                select id_number from {read_lake(home, "hrss/insured_person")}
+                intersect
+                select id_number from {read_lake(home, "housing_fund/deposit")})
+            select register.id_number, other.village_code
+            from register
+            join both_funds using (id_number)
+            join register as other
+              on left(other.village_code, 9) <> left(register.village_code, 9)
+            where register.village_code is not null
+            order by register.id_number, other.village_code limit 1"""
+    ).fetchone()
+    window = lake / "public_security" / "resident" / "load_date=2026-12-31" / "window=0000"
+    window.mkdir(parents=True)
+    con.execute(
+        f"""copy (select * exclude (load_date, "window")
+                  replace (? as village_code, timestamp '2026-12-31 09:00:00' as updated_at)
+                  from {read_lake(home, "public_security/resident")}
+                  where id_number = ?
+                  order by load_date desc, "window" desc limit 1)
+            to '{window / "data-00000.parquet"}' (format parquet)""",
+        [village, moved_id],
+    )
+    summary = warehouse.build(home, progress=None)
+    assert summary["mode"] == "incremental", summary
+    rebuilt_home = tmp_path / "rebuilt"
+    shutil.copytree(home, rebuilt_home)
+    warehouse.build(rebuilt_home, full_refresh=True, progress=None)
+    con.execute(f"attach '{home / 'warehouse' / warehouse.WAREHOUSE_FILE}' as incremental")
+    con.execute(f"attach '{rebuilt_home / 'warehouse' / warehouse.WAREHOUSE_FILE}' as rebuilt")
+    assert con.execute("select count(*) from incremental._meta.moved_people").fetchone()[0] == 1
+    for mart in ("mart_social__insured_monthly", "mart_social__housing_fund_monthly"):
+        for a, b in (("incremental", "rebuilt"), ("rebuilt", "incremental")):
+            extra = con.execute(
+                f"select count(*) from (select * from {a}.marts.{mart} "
+                f"except all select * from {b}.marts.{mart})"
+            ).fetchone()[0]
+            assert extra == 0, f"{mart}: {extra} rows in {a} only"
+    # and the move did change the towns' counts against the warehouse before it
+    con.execute(f"attach '{built.current}' as before (read_only)")
+    changed = con.execute(
+        "select count(*) from (select * exclude (_fingerprint) "
+        "from incremental.marts.mart_social__insured_monthly "
+        "except select * exclude (_fingerprint) from before.marts.mart_social__insured_monthly)"
+    ).fetchone()[0]
+    assert changed > 0
+
+
 # --------------------------------------------------------------------------- the libraries
 
 

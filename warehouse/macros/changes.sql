@@ -11,6 +11,34 @@
     create schema if not exists _meta;
     create or replace table _meta.touched_people (key varchar);
     create or replace table _meta.touched_entities (key varchar);
+    create or replace table _meta.towns_before (person_key varchar, town_code varchar);
+    create or replace table _meta.moved_people (key varchar);
+{%- endmacro %}
+
+{#- The people whose town changed in this build ('*': maybe every person), for the marts that
+    place facts by the person's town: base_people keeps the touched people's towns before it
+    recomputes them (pre-hook) and compares after (post-hook). -#}
+{% macro keep_towns_before() -%}
+    {%- if is_incremental() -%}
+    insert into _meta.towns_before
+    select person_key, town_code from {{ this }} where {{ is_touched('people', 'person_key') }}
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro note_moved_people() -%}
+    insert into _meta.moved_people
+    {%- if not is_incremental() %}
+    select '*'
+    {%- else %}
+    select coalesce(before.person_key, now.person_key)
+    from _meta.towns_before as before
+    full join (
+        select person_key, town_code
+        from {{ this }}
+        where {{ is_touched('people', 'person_key') }}
+    ) as now on now.person_key = before.person_key
+    where before.town_code is distinct from now.town_code
+    {%- endif %}
 {%- endmacro %}
 
 {#- Post-hook of a staging model (before its replaced and deleted rows are removed): the

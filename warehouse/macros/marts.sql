@@ -22,7 +22,10 @@
 
     A partition is recomputed when the fingerprint of its input rows changed: the row count
     and the XOR of the rows' hashes, over the mart's input relation after its joins (so a
-    person who moves town changes the fingerprint of every partition the person appears in).
+    person who moves town changes the fingerprint of every partition the person appears in);
+    a mart whose only join is the person's town may fingerprint its facts before the join and
+    add the partitions of the people who moved (partitions_of_moved_people), which skips
+    joining every fact to the people library on every build.
     Any row that is new, re-delivered with other values or moved to another day changes the
     fingerprint of the partitions it touches, so a sequence of incremental builds gives the
     same mart as a full rebuild, whatever order the lake windows arrived in. Computing the
@@ -41,8 +44,9 @@
 {%- endmacro %}
 
 {#- The partitions to compute with their fingerprints: all of them on a first build or a full
-    refresh, else those whose fingerprint is not the one stored in the mart. -#}
-{% macro changed_partitions(fingerprints, partition) -%}
+    refresh, else those whose fingerprint is not the one stored in the mart, and those the
+    query ``also`` names. -#}
+{% macro changed_partitions(fingerprints, partition, also=none) -%}
     select fingerprints.{{ partition }}, fingerprints._fingerprint
     from {{ fingerprints }} as fingerprints
     {%- if is_incremental() %}
@@ -52,7 +56,20 @@
         where built.{{ partition }} = fingerprints.{{ partition }}
           and built._fingerprint = fingerprints._fingerprint
     )
+    {%- if also %}
+       or fingerprints.{{ partition }} in ({{ also }})
     {%- endif %}
+    {%- endif %}
+{%- endmacro %}
+
+{#- The partitions of ``relation`` holding facts of the people whose town changed in this build
+    (macros/changes.sql): a mart that places facts by the person's town fingerprints its facts
+    without the join to the people library, and recomputes these partitions besides. -#}
+{% macro partitions_of_moved_people(relation, partition, person_key='person_key') -%}
+    select distinct {{ partition }}
+    from {{ relation }}
+    where {{ person_key }} in (select key from _meta.moved_people)
+       or exists (select 1 from _meta.moved_people where key = '*')
 {%- endmacro %}
 
 {#- Pre-hook of an incremental mart: delete the partitions whose input rows are all gone (a

@@ -8,7 +8,8 @@
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
-    pre_hook="{{ forget_touched('people', 'person_key') }}",
+    pre_hook=["{{ keep_towns_before() }}", "{{ forget_touched('people', 'person_key') }}"],
+    post_hook="{{ note_moved_people() }}",
 ) }}
 
 with sightings as (

@@ -1,27 +1,36 @@
 {#- 住房公积金缴存月统计：每个缴存年月和乡镇（缴存人户籍）的缴存笔数、人数、单位和金额 —
     housing provident fund deposits per deposit month and town of the depositor's registered
-    residence. Incremental: a month is recomputed when its deposits change. -#}
+    residence. Incremental: a month is recomputed when its deposits change or a depositor of the
+    month moves town. -#}
 {{ incremental_mart('deposit_month', 'stg_housing_fund__deposit', 'deposit_month') }}
 
-with deposits as (
-    select
-        deposit.deposit_month,
-        coalesce(person.town_code || '000', {{ county_division_code() }}) as division_code,
-        deposit.serial_no,
-        deposit.person_key,
-        deposit.employer_credit_code,
-        deposit.amount
-    from {{ ref('stg_housing_fund__deposit') }} as deposit
-    left join {{ ref('base_people') }} as person on person.person_key = deposit.person_key
-    where deposit.deposit_month is not null
+with facts as (
+    select deposit_month, serial_no, person_key, employer_credit_code, amount
+    from {{ ref('stg_housing_fund__deposit') }}
+    where deposit_month is not null
 ),
 
 fingerprints as (
-    {{ partition_fingerprints('deposits', 'deposit_month') }}
+    -- the facts alone; a person's town changes are the moved people's months
+    {{ partition_fingerprints('facts', 'deposit_month') }}
 ),
 
 changed as (
-    {{ changed_partitions('fingerprints', 'deposit_month') }}
+    {{ changed_partitions('fingerprints', 'deposit_month',
+                          also=partitions_of_moved_people('facts', 'deposit_month')) }}
+),
+
+deposits as (
+    select
+        facts.deposit_month,
+        coalesce(person.town_code || '000', {{ county_division_code() }}) as division_code,
+        facts.serial_no,
+        facts.person_key,
+        facts.employer_credit_code,
+        facts.amount
+    from facts
+    inner join changed on changed.deposit_month = facts.deposit_month
+    left join {{ ref('base_people') }} as person on person.person_key = facts.person_key
 ),
 
 monthly as (

@@ -1,9 +1,32 @@
 {#- 社会保险参保月统计：每个缴费年月、乡镇（参保人户籍）和险种的参保人数、缴费状态、参保单位和缴费基数 —
     social insurance per contribution month, town of the insured person's registered residence
-    and insurance type. Incremental: a month is recomputed when its contributions change. -#}
+    and insurance type. Incremental: a month is recomputed when its contributions change or an
+    insured person of the month moves town. -#}
 {{ incremental_mart('contribution_month', 'stg_hrss__insured_person', 'contribution_month') }}
 
-with contributions as (
+with insured as (
+    select
+        contribution_month,
+        insurance_type,
+        person_key,
+        employer_credit_code,
+        contribution_base,
+        status
+    from {{ ref('stg_hrss__insured_person') }}
+    where contribution_month is not null
+),
+
+fingerprints as (
+    -- the facts alone; a person's town changes are the moved people's months
+    {{ partition_fingerprints('insured', 'contribution_month') }}
+),
+
+changed as (
+    {{ changed_partitions('fingerprints', 'contribution_month',
+                          also=partitions_of_moved_people('insured', 'contribution_month')) }}
+),
+
+contributions as (
     select
         insured.contribution_month,
         coalesce(person.town_code || '000', {{ county_division_code() }}) as division_code,
@@ -12,17 +35,9 @@ with contributions as (
         insured.employer_credit_code,
         insured.contribution_base,
         insured.status
-    from {{ ref('stg_hrss__insured_person') }} as insured
+    from insured
+    inner join changed on changed.contribution_month = insured.contribution_month
     left join {{ ref('base_people') }} as person on person.person_key = insured.person_key
-    where insured.contribution_month is not null
-),
-
-fingerprints as (
-    {{ partition_fingerprints('contributions', 'contribution_month') }}
-),
-
-changed as (
-    {{ changed_partitions('fingerprints', 'contribution_month') }}
 ),
 
 monthly as (
