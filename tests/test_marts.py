@@ -6,6 +6,7 @@ builds recompute only the partitions that changed."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -54,6 +55,27 @@ def town_of(column: str) -> str:
     return f"case when left({column}, 9) in ({towns}) then left({column}, 9) end"
 
 
+def checked_references(manifest: dict) -> dict[tuple[str, str], set[tuple[str, str]]]:
+    """(model id, column) -> the (table, field) its codes are tested against: by a
+    ``relationships`` test on the column, or by a ``known_codes`` test of the model whose
+    ``references`` name the column."""
+    checked: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for node in manifest["nodes"].values():
+        if node["resource_type"] != "test":
+            continue
+        name, kwargs = node["test_metadata"]["name"], node["test_metadata"]["kwargs"]
+        if name == "relationships":
+            table = re.fullmatch(r"ref\(['\"](\w+)['\"]\)", kwargs["to"]).group(1)
+            pairs = {node["column_name"]: (table, kwargs["field"])}
+        elif name == "known_codes":
+            pairs = {c: (t["to"], t["field"]) for c, t in kwargs.get("references", {}).items()}
+        else:
+            continue
+        for column, target in pairs.items():
+            checked.setdefault((node["attached_node"], column), set()).add(target)
+    return checked
+
+
 def as_dict(rows) -> dict:
     return {tuple(r[:-1]) if len(r) > 2 else r[0]: r[-1] for r in rows}
 
@@ -88,6 +110,7 @@ def test_every_mart_is_built_with_grain_and_privacy_tests(built):
         if node["resource_type"] == "test":
             for parent in node["depends_on"]["nodes"]:
                 tests.setdefault(parent, set()).add(node["test_metadata"]["name"])
+    checked = checked_references(manifest)
     for name in MART_NAMES:
         node = manifest["nodes"][f"model.countylake.{name}"]
         assert node["schema"] == "marts" and node["config"]["materialized"] in (
@@ -100,7 +123,12 @@ def test_every_mart_is_built_with_grain_and_privacy_tests(built):
         assert "grain" in kinds or {"unique", "not_null"} <= kinds, f"{name}: grain not tested"
         for column in node["columns"]:
             if column in REFERENCES and column not in ("sex",):
-                assert "relationships" in kinds, f"{name}.{column}"
+                field, table = re.fullmatch(
+                    r"select (\w+) from base\.(\w+)", REFERENCES[column]
+                ).groups()
+                assert (table, field) in checked.get((node["unique_id"], column), set()), (
+                    f"{name}.{column}: no relationships or known_codes test against {table}.{field}"
+                )
 
 
 def test_leadership_marts_hold_rows(built):

@@ -425,7 +425,8 @@ def test_no_raw_id_number_or_mobile_in_any_table(built):
 def test_the_grain_required_columns_and_known_codes_tests_find_their_rows(built, tmp_path):
     """``grain`` fails on a repeated key and on a null key part (one node for unique and
     not_null); ``not_null_columns`` warns on every null cell of this build's rows and
-    ``known_codes`` on every value outside its list or code table."""
+    ``known_codes`` on every value outside its list or code table, and fails (the default
+    error) on every unknown reference of a mart, one row per column."""
     home = tmp_path / "home"
     shutil.copytree(built.home, home)
     database = home / "warehouse" / warehouse.WAREHOUSE_FILE
@@ -436,6 +437,10 @@ def test_the_grain_required_columns_and_known_codes_tests_find_their_rows(built,
     with duckdb.connect(str(database)) as con:
         con.execute(f"insert into {mart} select * from {mart} limit 1")
         con.execute(f"insert into {mart} select * replace (null as care_level) from {mart} limit 1")
+        con.execute(  # a day and a level of care that no dimension knows: a new grain key
+            f"insert into {mart} select * replace (date '1899-12-31' as date_day, "
+            f"99 as care_level) from {mart} limit 1"
+        )
         con.execute(
             f"update {staged} set status = null, _staged_in = 'build-under-test' "
             f"where rowid in (select rowid from {staged} limit 2)"
@@ -467,6 +472,7 @@ def test_the_grain_required_columns_and_known_codes_tests_find_their_rows(built,
     }
     assert outcomes == {
         ("grain", "mart_health__consultations_by_level_daily"): ("fail", 2),
+        ("known_codes", "mart_health__consultations_by_level_daily"): ("fail", 2),
         ("grain", "stg_civil_affairs__assistance"): ("pass", 0),
         ("not_null_columns", "stg_civil_affairs__assistance"): ("warn", 2),
         ("known_codes", "stg_civil_affairs__assistance"): ("warn", 2),
