@@ -75,6 +75,7 @@ DEFAULT_SCALES = [1.0, 5.0]
 DAYS = 2  # day 1 carries the initial loads; day 2 is a typical day, copied into the history
 ACTIVITY_ROWS = 10_000_000  # per unit of scale
 READ_SQL_ROWS = 500_000
+EXTRACTION_ROUNDS = 3  # the department tables read in well under a second: best of a few
 GX_ROWS = 1_000_000
 LANDING_CHUNK = 2_000_000
 SLOWEST = 8
@@ -498,10 +499,16 @@ def bench_scale(args: argparse.Namespace, scale: float, root: Path) -> dict:
     specs = {"extraction": table_spec, "validation": table_spec, "landing": land_spec}
     stages: dict[str, dict] = {}
     for stage in ("extraction", "validation", "landing"):
-        stages[stage] = {
-            role: measure(method, specs[stage], work, env, label)
-            for role, (method, label) in STAGES[stage].items()
-        }
+        stages[stage] = {}
+        for role, (method, label) in STAGES[stage].items():
+            # the project and its anchor get the same number of rounds, the best of each kept
+            rounds = args.extraction_rounds if stage == "extraction" and role != "baseline" else 1
+            stages[stage][role] = measure(method, specs[stage], work, env, label)
+            for _ in range(rounds - 1):
+                again = measure(method, specs[stage], work, env, label)
+                if again["seconds"] < stages[stage][role]["seconds"]:
+                    stages[stage][role] = again
+            stages[stage][role]["rounds"] = rounds
     night = {"home": str(home), "warehouse": not args.no_warehouse}
     first = None
     if not args.no_warehouse:
@@ -767,7 +774,10 @@ def markdown(result: dict) -> str:
         *stage_table(result),
         "",
         "Every row ran in its own child process; peak MB is that process's peak RSS "
-        "(interpreter and imports included), seconds cover the measured work only. Ratios: "
+        "(interpreter and imports included), seconds cover the measured work only; the "
+        "connector and COPY are each the best of "
+        f"{result['scales'][0]['stages']['extraction']['project'].get('rounds', 1)} rounds. "
+        "Ratios: "
         "rows/s against the anchor's rows/s for extraction, landing and validation (read_sql "
         "is the naive baseline, on a subset); seconds against the 3-minute budget for the "
         "daily run and against the daily run for the nothing-changed run. The memory target "
@@ -848,6 +858,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"rows pandas.read_sql reads, shared among the tables (default {READ_SQL_ROWS:,})",
     )
     parser.add_argument(
+        "--extraction-rounds",
+        type=int,
+        default=EXTRACTION_ROUNDS,
+        help="rounds of the connector and of COPY each, the best kept "
+        f"(default {EXTRACTION_ROUNDS}; read_sql runs once)",
+    )
+    parser.add_argument(
         "--gx-rows",
         type=int,
         default=GX_ROWS,
@@ -891,8 +908,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--scales must be > 0 and --activity-rows >= 0")
     if args.history_days is not None and args.history_days < 0:
         parser.error("--history-days must be >= 0")
-    if min(args.read_sql_rows, args.gx_rows, args.landing_chunk) < 1:
-        parser.error("--read-sql-rows, --gx-rows and --landing-chunk must be at least 1")
+    if min(args.read_sql_rows, args.gx_rows, args.landing_chunk, args.extraction_rounds) < 1:
+        parser.error(
+            "--read-sql-rows, --gx-rows, --landing-chunk and --extraction-rounds must be at least 1"
+        )
     args.dsn = args.dsn.rstrip("/")
     return args
 

@@ -72,6 +72,19 @@
        or exists (select 1 from _meta.moved_people where key = '*')
 {%- endmacro %}
 
+{#- The CTEs ``fingerprints`` and ``changed`` of a mart that places the facts of ``relation``
+    by the person's town: the facts fingerprinted alone, and the moved people's partitions. -#}
+{% macro changed_partitions_of_placed_facts(relation, partition) -%}
+fingerprints as (
+    {{ partition_fingerprints(relation, partition) }}
+),
+
+changed as (
+    {{ changed_partitions('fingerprints', partition,
+                          also=partitions_of_moved_people(relation, partition)) }}
+)
+{%- endmacro %}
+
 {#- Pre-hook of an incremental mart: delete the partitions whose input rows are all gone (a
     re-delivered row moved to another day), which delete+insert alone would keep. -#}
 {% macro forget_vanished_partitions(partition, model, expression) -%}

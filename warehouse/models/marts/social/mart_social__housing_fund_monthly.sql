@@ -10,15 +10,7 @@ with facts as (
     where deposit_month is not null
 ),
 
-fingerprints as (
-    -- the facts alone; a person's town changes are the moved people's months
-    {{ partition_fingerprints('facts', 'deposit_month') }}
-),
-
-changed as (
-    {{ changed_partitions('fingerprints', 'deposit_month',
-                          also=partitions_of_moved_people('facts', 'deposit_month')) }}
-),
+{{ changed_partitions_of_placed_facts('facts', 'deposit_month') }},
 
 deposits as (
     select

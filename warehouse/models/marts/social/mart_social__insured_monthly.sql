@@ -16,15 +16,7 @@ with insured as (
     where contribution_month is not null
 ),
 
-fingerprints as (
-    -- the facts alone; a person's town changes are the moved people's months
-    {{ partition_fingerprints('insured', 'contribution_month') }}
-),
-
-changed as (
-    {{ changed_partitions('fingerprints', 'contribution_month',
-                          also=partitions_of_moved_people('insured', 'contribution_month')) }}
-),
+{{ changed_partitions_of_placed_facts('insured', 'contribution_month') }},
 
 contributions as (
     select
