@@ -25,18 +25,45 @@ deposits as (
     left join {{ ref('base_people') }} as person on person.person_key = facts.person_key
 ),
 
+per_depositor as (
+    -- per depositor first, and the employers apart, so that both are plain counts: distinct
+    -- aggregates beside the others make DuckDB hold a copy of every deposit (and spill)
+    select
+        deposit_month,
+        division_code,
+        person_key,
+        count(*) as deposits,
+        sum(amount) as amount_total,
+        count(amount) as amounts
+    from deposits
+    group by all
+),
+
+employers as (
+    select deposit_month, division_code, count(distinct employer_credit_code) as employers
+    from deposits
+    group by all
+),
+
 monthly as (
     select
-        deposits.deposit_month,
-        deposits.division_code,
-        count(*) as deposits,
-        count(distinct deposits.person_key) as depositors,
-        count(distinct deposits.employer_credit_code) as employers,
-        sum(deposits.amount) as amount_total,
-        round(avg(deposits.amount), 2) as amount_avg,
+        per_depositor.deposit_month,
+        per_depositor.division_code,
+        cast(sum(per_depositor.deposits) as bigint) as deposits,
+        count(per_depositor.person_key) as depositors,
+        any_value(employers.employers) as employers,
+        sum(per_depositor.amount_total) as amount_total,
+        round(
+            cast(sum(per_depositor.amount_total) as double)
+            / nullif(sum(per_depositor.amounts), 0),
+            2
+        ) as amount_avg,
         any_value(changed._fingerprint) as _fingerprint
-    from deposits
-    inner join changed on changed.deposit_month = deposits.deposit_month
+    from per_depositor
+    inner join changed on changed.deposit_month = per_depositor.deposit_month
+    inner join employers
+        on employers.deposit_month = per_depositor.deposit_month
+       and employers.division_code = per_depositor.division_code
     group by all
 )
 

@@ -32,22 +32,44 @@ contributions as (
     left join {{ ref('base_people') }} as person on person.person_key = insured.person_key
 ),
 
-monthly as (
+per_employer as (
+    -- per employer first, so that the employers are a plain count: a distinct aggregate
+    -- beside the others makes DuckDB hold a copy of every contribution (and spill)
     select
-        contributions.contribution_month,
-        contributions.division_code,
-        contributions.insurance_type,
+        contribution_month,
+        division_code,
+        insurance_type,
+        employer_credit_code,
         -- the staging key is (person, insurance type, month): one row per insured person
         count(*) as insured_persons,
-        count(*) filter (where contributions.status = '参保缴费') as contributing,
-        count(*) filter (where contributions.status = '暂停缴费') as suspended,
-        count(*) filter (where contributions.status = '终止') as terminated,
-        count(distinct contributions.employer_credit_code) as employers,
-        sum(contributions.contribution_base) as contribution_base_total,
-        round(avg(contributions.contribution_base), 2) as contribution_base_avg,
-        any_value(changed._fingerprint) as _fingerprint
+        count(*) filter (where status = '参保缴费') as contributing,
+        count(*) filter (where status = '暂停缴费') as suspended,
+        count(*) filter (where status = '终止') as terminated,
+        sum(contribution_base) as contribution_base_total,
+        count(contribution_base) as contribution_bases
     from contributions
-    inner join changed on changed.contribution_month = contributions.contribution_month
+    group by all
+),
+
+monthly as (
+    select
+        per_employer.contribution_month,
+        per_employer.division_code,
+        per_employer.insurance_type,
+        cast(sum(per_employer.insured_persons) as bigint) as insured_persons,
+        cast(sum(per_employer.contributing) as bigint) as contributing,
+        cast(sum(per_employer.suspended) as bigint) as suspended,
+        cast(sum(per_employer.terminated) as bigint) as terminated,
+        count(per_employer.employer_credit_code) as employers,
+        sum(per_employer.contribution_base_total) as contribution_base_total,
+        round(
+            cast(sum(per_employer.contribution_base_total) as double)
+            / nullif(sum(per_employer.contribution_bases), 0),
+            2
+        ) as contribution_base_avg,
+        any_value(changed._fingerprint) as _fingerprint
+    from per_employer
+    inner join changed on changed.contribution_month = per_employer.contribution_month
     group by all
 )
 
