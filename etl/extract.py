@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -251,37 +252,47 @@ class BackgroundWrites:
 
 class LakeFiles:
     """The landed rows of one window as zstd Parquet files ``data-NNNNN.parquet`` of at most
-    ``ROWS_PER_FILE`` rows, written in a worker thread (``BackgroundWrites``)."""
+    ``ROWS_PER_FILE`` rows. Batches take turns between ``LANES`` files written at once, each in
+    a worker thread of its own (``BackgroundWrites``): one pyarrow writer encodes and compresses
+    on one CPU, so a large window lands on all of them (a window of one batch is one file)."""
+
+    LANES = 2
 
     def __init__(self, directory: Path, schema: pa.Schema):
         self.directory, self.schema = directory, schema
         self.rows = 0
-        self._part = 0
-        self._writer = None
-        self._writes = BackgroundWrites()
+        self._files = 0
+        self._turn = 0
+        # per lane: [writer, rows in its file, its worker]
+        self._lanes: list[list] = [[None, 0, BackgroundWrites(depth=1)] for _ in range(self.LANES)]
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self._writer is None or self.rows >= (self._part + 1) * ROWS_PER_FILE:
-            if self._writer:
-                self._writes.submit(self._writer.close)
-                self._part += 1
+        lane = self._lanes[self._turn]
+        self._turn = (self._turn + 1) % self.LANES
+        writer, rows, writes = lane
+        if writer is None or rows >= ROWS_PER_FILE:
+            if writer:
+                writes.submit(writer.close)
             # Dictionary pages cost half the write time and zstd already folds repeats; keep
             # them only for the constant metadata columns.
-            self._writer = pq.ParquetWriter(
-                self.directory / f"data-{self._part:05d}.parquet",
+            writer = pq.ParquetWriter(
+                self.directory / f"data-{self._files:05d}.parquet",
                 self.schema,
                 compression="zstd",
                 use_dictionary=["_op", "_origin"],
             )
-        self._writes.submit(self._writer.write_batch, batch)
+            self._files += 1
+            lane[0], lane[1] = writer, 0
+        writes.submit(writer.write_batch, batch)
+        lane[1] += batch.num_rows
         self.rows += batch.num_rows
 
     def close(self) -> None:
-        try:
-            self._writes.close()
-        finally:
-            if self._writer:
-                self._writer.close()
+        with ExitStack() as stack:  # every lane drained and closed, whatever fails first
+            for writer, _rows, writes in self._lanes:
+                if writer:
+                    stack.callback(writer.close)
+                stack.callback(writes.close)  # callbacks run last-in first: drained, then closed
 
 
 def _quarantine_writer(staged: Staged, validator: Validator) -> pq.ParquetWriter:
