@@ -75,7 +75,8 @@ DEFAULT_SCALES = [1.0, 5.0]
 DAYS = 2  # day 1 carries the initial loads; day 2 is a typical day, copied into the history
 ACTIVITY_ROWS = 10_000_000  # per unit of scale
 READ_SQL_ROWS = 500_000
-EXTRACTION_ROUNDS = 3  # the department tables read in well under a second: best of a few
+ROUNDS = 3  # the department tables read and validate in about a second: best of a few
+ROUNDED_STAGES = ("extraction", "validation")
 GX_ROWS = 1_000_000
 LANDING_CHUNK = 2_000_000
 SLOWEST = 8
@@ -502,7 +503,7 @@ def bench_scale(args: argparse.Namespace, scale: float, root: Path) -> dict:
         stages[stage] = {}
         for role, (method, label) in STAGES[stage].items():
             # the project and its anchor get the same number of rounds, the best of each kept
-            rounds = args.extraction_rounds if stage == "extraction" and role != "baseline" else 1
+            rounds = args.rounds if stage in ROUNDED_STAGES and role != "baseline" else 1
             stages[stage][role] = measure(method, specs[stage], work, env, label)
             for _ in range(rounds - 1):
                 again = measure(method, specs[stage], work, env, label)
@@ -775,7 +776,7 @@ def markdown(result: dict) -> str:
         "",
         "Every row ran in its own child process; peak MB is that process's peak RSS "
         "(interpreter and imports included), seconds cover the measured work only; the "
-        "connector and COPY are each the best of "
+        "extraction and validation (project and anchor) are each the best of "
         f"{result['scales'][0]['stages']['extraction']['project'].get('rounds', 1)} rounds. "
         "Ratios: "
         "rows/s against the anchor's rows/s for extraction, landing and validation (read_sql "
@@ -858,11 +859,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"rows pandas.read_sql reads, shared among the tables (default {READ_SQL_ROWS:,})",
     )
     parser.add_argument(
-        "--extraction-rounds",
+        "--rounds",
         type=int,
-        default=EXTRACTION_ROUNDS,
-        help="rounds of the connector and of COPY each, the best kept "
-        f"(default {EXTRACTION_ROUNDS}; read_sql runs once)",
+        default=ROUNDS,
+        help="rounds of extraction and validation, the project and its anchor each, the best "
+        f"kept (default {ROUNDS}; read_sql runs once)",
     )
     parser.add_argument(
         "--gx-rows",
@@ -908,10 +909,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--scales must be > 0 and --activity-rows >= 0")
     if args.history_days is not None and args.history_days < 0:
         parser.error("--history-days must be >= 0")
-    if min(args.read_sql_rows, args.gx_rows, args.landing_chunk, args.extraction_rounds) < 1:
-        parser.error(
-            "--read-sql-rows, --gx-rows, --landing-chunk and --extraction-rounds must be at least 1"
-        )
+    if min(args.read_sql_rows, args.gx_rows, args.landing_chunk, args.rounds) < 1:
+        parser.error("--read-sql-rows, --gx-rows, --landing-chunk and --rounds must be at least 1")
     args.dsn = args.dsn.rstrip("/")
     return args
 

@@ -24,7 +24,7 @@ def test_bench_county_reports_every_stage_beside_its_anchor(tmp_path):
     env.pop("COUNTYLAKE_SCHEMAS", None)
     command = [sys.executable, "-m", "etl.bench_county", "--scales", "0.01", "--history-days",
                "1", "--no-warehouse", "--read-sql-rows", "2000", "--gx-rows", "2000",
-               "--extraction-rounds", "2",
+               "--rounds", "2",
                "--out", str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -44,7 +44,9 @@ def test_bench_county_reports_every_stage_beside_its_anchor(tmp_path):
     assert tables > 0
     assert extraction["project"]["rows"] == extraction["anchor"]["rows"] == tables
     assert 0 < extraction["baseline"]["rows"] <= tables
-    assert extraction["project"]["rounds"] == extraction["anchor"]["rounds"] == 2
+    for stage in (extraction, validation):
+        assert stage["project"]["rounds"] == stage["anchor"]["rounds"] == 2
+    assert extraction["baseline"]["rounds"] == 1
     engine = validation["project"]
     assert engine["rows"] == tables == engine["rows_landed"] + engine["rows_quarantined"]
     assert 0 < validation["anchor"]["rows"] <= tables
