@@ -942,7 +942,8 @@ def input_fingerprints(p: Paths) -> dict[str, str]:
     )
     project = _digest(part for f in files for part in (f.relative_to(PROJECT_DIR), f.read_bytes()))
     county = dbt_vars(p)
-    villages = Path(county["villages_csv"]).read_bytes()
+    villages = Path(county.pop("villages_csv")).read_bytes()
+    del county["lake_root"]  # where the files are is not what they hold: a data root may move
     reference = _digest([json.dumps(county, sort_keys=True), villages])
     fs, root = lake.filesystem(p)
     quality = sorted(fs.glob(f"{root}/quality/*.parquet"))
@@ -1204,7 +1205,8 @@ def build(
     or error-level test leaves the current warehouse untouched.
     An incremental build runs only what is downstream of the datasets with new windows and
     of new quality results (``plan_build``); with nothing new it returns at once, mode
-    ``unchanged``, and the current file stays.
+    ``unchanged``, and the current file stays. A changed project or county (a new release, a
+    changed village table or department name) makes it a full refresh.
     Returns paths, counts by node status, seconds and whether the files generated from the
     contracts changed."""
     p = _paths(where)
@@ -1238,6 +1240,10 @@ def build(
             say(f"== warehouse: {plan.reason}")
             if plan.selectors == []:
                 return _unchanged(current, key, started)
+            if plan.selectors is None:
+                # incremental models keep what another project or county computed (closed
+                # partitions keep their fingerprints, tables their columns): rebuild them all
+                full_refresh = True
         inputs = None if select else (plan.inputs if plan else input_fingerprints(p))
         with _scratch(directory) as work:
             target = work / WAREHOUSE_FILE
