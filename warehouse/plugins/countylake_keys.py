@@ -24,14 +24,18 @@ MEMORY = "COUNTYLAKE_DUCKDB_MEMORY"
 
 class Plugin(BasePlugin):
     def configure_connection(self, conn) -> None:
-        self._set_pads(conn)
+        # settings of the database instance, shared by every cursor
+        memory = os.environ.get(MEMORY)
+        if memory:
+            conn.execute("SET memory_limit = ?", [memory])
+        self._set_variables(conn)
 
     def configure_cursor(self, cursor) -> None:
         # variables belong to one connection; dbt-duckdb gives every thread its own cursor
-        self._set_pads(cursor)
+        self._set_variables(cursor)
 
     @staticmethod
-    def _set_pads(conn) -> None:
+    def _set_variables(conn) -> None:
         for name, env in PADS.items():
             value = os.environ.get(env)
             if value:
@@ -39,6 +43,3 @@ class Plugin(BasePlugin):
         build = os.environ.get(BUILD)
         if build:
             conn.execute("SET VARIABLE countylake_build = ?", [build])
-        memory = os.environ.get(MEMORY)
-        if memory:
-            conn.execute("SET memory_limit = ?", [memory])
