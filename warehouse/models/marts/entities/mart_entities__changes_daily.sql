@@ -4,7 +4,7 @@
     events change or an entity moves town. -#}
 {{ incremental_mart('date_day', 'stg_market_regulation__entity_change', 'cast(changed_at as date)') }}
 
-with events as (
+with events as not materialized (
     select
         cast(event.changed_at as date) as date_day,
         coalesce(village.town_code || '000', {{ county_division_code() }}) as division_code,

@@ -4,7 +4,7 @@
     recomputed when its tickets change (a late export or a re-delivered ticket). -#}
 {{ incremental_mart('date_day', 'stg_hotline__ticket', 'cast(received_at as date)') }}
 
-with tickets as (
+with tickets as not materialized (
     select
         cast(ticket.received_at as date) as date_day,
         coalesce(village.town_code || '000', {{ county_division_code() }}) as division_code,

@@ -3,7 +3,7 @@
     care. Incremental: a day is recomputed when its consultations change. -#}
 {{ incremental_mart('date_day', 'stg_health__consultation', 'cast(requested_at as date)') }}
 
-with consultations as (
+with consultations as not materialized (
     select
         cast(consultation.requested_at as date) as date_day,
         coalesce(village.town_code || '000', {{ county_division_code() }}) as division_code,

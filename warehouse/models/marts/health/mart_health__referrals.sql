@@ -4,7 +4,7 @@
     recomputed when a referral of that day changes status or a patient moves town. -#}
 {{ incremental_mart('date_day', 'stg_health__referral', 'cast(referred_at as date)') }}
 
-with referrals as (
+with referrals as not materialized (
     select
         cast(referral.referred_at as date) as date_day,
         coalesce(person.town_code || '000', {{ county_division_code() }}) as division_code,

@@ -14,7 +14,7 @@ with sites as (
         on town.division_code = site.town_code || '000' and town.division_level = 'town'
 ),
 
-alarms as (
+alarms as not materialized (
     select
         cast(alarm.alarm_at as date) as date_day,
         coalesce(sites.town_code || '000', {{ county_division_code() }}) as division_code,

@@ -4,7 +4,7 @@
     change (a late record, a violation handled). -#}
 {{ incremental_mart('date_day', 'stg_traffic_police__violation', 'cast(violated_at as date)') }}
 
-with violations as (
+with violations as not materialized (
     select
         cast(violation.violated_at as date) as date_day,
         coalesce(village.town_code || '000', {{ county_division_code() }}) as division_code,
