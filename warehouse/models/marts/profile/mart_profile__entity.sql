@@ -3,9 +3,29 @@
     entity (one row per credit code): which departments and datasets know it, their records,
     first and last seen; with its register attributes, insured employees in the newest
     contribution month, housing-fund depositors, hazardous-chemical sites and registration
-    events. -#}
+    events.
 
-with departments as (
+    Incremental by entity: a build recomputes the entities whose rows it changed
+    (_meta.touched_entities: their sightings, register record, contributions, deposits, sites
+    or registration events), and every entity when the newest contribution month changed. A
+    department renamed in the contracts makes the next build a full refresh. -#}
+{{ incremental_mart('credit_code', 'int_entity_sightings', 'credit_code', touched='entities') }}
+
+{#- the entities to compute: the touched ones, or all of them in a new month -#}
+{%- set everyone = '(select new_month from newest_month)' if is_incremental() else 'true' %}
+
+with newest_month as (
+    select
+        max(contribution_month) as contribution_month,
+        {%- if is_incremental() %}
+        max(contribution_month) is distinct from (select max(insured_month) from {{ this }})
+        {%- else %}
+        true
+        {%- endif %} as new_month
+    from {{ ref('stg_hrss__insured_person') }}
+),
+
+departments as (
     -- each system's department as its contract names it
     {{ departments() }}
 ),
@@ -24,6 +44,7 @@ sightings as (
             as dept_name
     from {{ ref('int_entity_sightings') }} as sightings
     left join departments on departments.system = split_part(sightings.source_dataset, '.', 1)
+    where ({{ is_touched('entities', 'sightings.credit_code') }} or {{ everyone }})
     group by sightings.credit_code, sightings.source_dataset
 ),
 
@@ -44,16 +65,12 @@ profiles as (
     group by credit_code
 ),
 
-newest_month as (
-    select max(contribution_month) as contribution_month
-    from {{ ref('stg_hrss__insured_person') }}
-),
-
 insured as (
     select insured.employer_credit_code as credit_code, count(distinct insured.person_key) as persons
     from {{ ref('stg_hrss__insured_person') }} as insured
     inner join newest_month on newest_month.contribution_month = insured.contribution_month
     where insured.employer_credit_code is not null
+      and ({{ is_touched('entities', 'insured.employer_credit_code') }} or {{ everyone }})
     group by all
 ),
 
@@ -61,18 +78,21 @@ depositors as (
     select employer_credit_code as credit_code, count(distinct person_key) as persons
     from {{ ref('stg_housing_fund__deposit') }}
     where employer_credit_code is not null
+      and ({{ is_touched('entities', 'employer_credit_code') }} or {{ everyone }})
     group by all
 ),
 
 sites as (
     select credit_code, count(*) as sites, count(*) filter (where status = '在产') as sites_operating
     from {{ ref('stg_emergency__chemical_site') }}
+    where ({{ is_touched('entities', 'credit_code') }} or {{ everyone }})
     group by all
 ),
 
 events as (
     select credit_code, count(*) as events, max(changed_at) as last_event_at
     from {{ ref('stg_market_regulation__entity_change') }}
+    where ({{ is_touched('entities', 'credit_code') }} or {{ everyone }})
     group by all
 )
 
