@@ -12,12 +12,16 @@
     create or replace table _meta.touched_people (key varchar);
     create or replace table _meta.touched_entities (key varchar);
     create or replace table _meta.towns_before (person_key varchar, town_code varchar);
-    create or replace table _meta.moved_people (key varchar);
+    create or replace table _meta.moved_people (key varchar, since_month varchar);
 {%- endmacro %}
 
-{#- The people whose town changed in this build ('*': maybe every person), for the marts that
-    place facts by the person's town: base_people keeps the touched people's towns before it
-    recomputes them (pre-hook) and compares after (post-hook). -#}
+{#- The people whose town changed in this build ('*': maybe every person), with the month
+    from which their placement changed (since_month, 'YYYY-MM'; null: every month), for the
+    marts that place facts by the town of the month (facts_placed_by_town_of_month,
+    macros/marts.sql): base_people keeps the touched people's towns before it recomputes them
+    (pre-hook) and compares after (post-hook). A mover's new town applies from the month of the
+    register's update (base_people_history.town_from_month is never earlier); a person new to
+    the register (no town before) is placed by it in every month. -#}
 {% macro keep_towns_before() -%}
     {%- if is_incremental() -%}
     insert into _meta.towns_before
@@ -28,12 +32,17 @@
 {% macro note_moved_people() -%}
     insert into _meta.moved_people
     {%- if not is_incremental() %}
-    select '*'
+    select '*', null
     {%- else %}
-    select coalesce(before.person_key, now.person_key)
+    select
+        coalesce(before.person_key, now.person_key),
+        case
+            when before.town_code is not null
+                then strftime(now.register_updated_at, '%Y-%m')
+        end
     from _meta.towns_before as before
     full join (
-        select person_key, town_code
+        select person_key, town_code, register_updated_at
         from {{ this }}
         where {{ is_touched('people', 'person_key') }}
     ) as now on now.person_key = before.person_key

@@ -25,7 +25,7 @@
     person who moves town changes the fingerprint of every partition the person appears in);
     a mart whose only join is the person's town may fingerprint its facts before the join and
     add the partitions of the people who moved (partitions_of_moved_people), which skips
-    joining every fact to the people library on every build.
+    joining every fact to the people's towns on every build.
     Any row that is new, re-delivered with other values or moved to another day changes the
     fingerprint of the partitions it touches, so a sequence of incremental builds gives the
     same mart as a full rebuild, whatever order the lake windows arrived in. Computing the
@@ -33,7 +33,10 @@
     dimensions, distinct counts, medians) runs for the changed partitions only.
 
     The fingerprint is stored on every row of its partition as a 32-hex md5 (column
-    _fingerprint): a digest, never an identifier. -#}
+    _fingerprint): a digest, never an identifier. The mart's input CTE, read by the
+    fingerprints and again for the changed partitions, is declared `not materialized`: DuckDB
+    would otherwise copy every input row first (and spill under the build's memory limit),
+    where a second scan keeps only the changed partitions' rows. -#}
 
 {% macro partition_fingerprints(relation, partition) -%}
     select
@@ -62,19 +65,30 @@
     {%- endif %}
 {%- endmacro %}
 
-{#- The partitions of ``relation`` holding facts of the people whose town changed in this build
-    (macros/changes.sql): a mart that places facts by the person's town fingerprints its facts
-    without the join to the people library, and recomputes these partitions besides. -#}
-{% macro partitions_of_moved_people(relation, partition, person_key='person_key') -%}
-    select distinct {{ partition }}
-    from {{ relation }}
-    where {{ person_key }} in (select key from _meta.moved_people)
-       or exists (select 1 from _meta.moved_people where key = '*')
+{#- Monthly marts place a person's facts by the town the household register gave the person
+    in that month, not by today's town: a closed month keeps its figures when a person moves
+    later, and a move recomputes only the months from the move on. The months each version of
+    the register history placed the person are base_people_history's town_from_month and
+    town_to_month. -#}
+
+{#- The partitions (months) of ``relation`` whose facts are placed anew because their people
+    moved in this build (_meta.moved_people, macros/changes.sql): a mover's months from the
+    move on, every month of a person new to the register. -#}
+{% macro partitions_of_moved_people(relation, partition) -%}
+    select distinct facts.{{ partition }}
+    from {{ relation }} as facts
+    inner join _meta.moved_people as moved on moved.key = facts.person_key
+    where moved.since_month is null or facts.{{ partition }} >= moved.since_month
+    union
+    select {{ partition }} from {{ relation }}
+    where exists (select 1 from _meta.moved_people where key = '*')
 {%- endmacro %}
 
-{#- The CTEs ``fingerprints`` and ``changed`` of a mart that places the facts of ``relation``
-    by the person's town: the facts fingerprinted alone, and the moved people's partitions. -#}
-{% macro changed_partitions_of_placed_facts(relation, partition) -%}
+{#- The CTEs of a monthly mart over the person facts ``relation`` (with a person_key):
+    ``fingerprints`` of the facts alone, the ``changed`` months (fingerprint differs or a
+    person moved), and ``placed``: those months' facts with the division_code of the
+    person's town in the month (the county's where the register does not know the person). -#}
+{% macro facts_placed_by_town_of_month(relation, partition) -%}
 fingerprints as (
     {{ partition_fingerprints(relation, partition) }}
 ),
@@ -82,6 +96,19 @@ fingerprints as (
 changed as (
     {{ changed_partitions('fingerprints', partition,
                           also=partitions_of_moved_people(relation, partition)) }}
+),
+
+placed as (
+    select
+        facts.*,
+        coalesce(town.town_code || '000', {{ county_division_code() }}) as division_code
+    from {{ relation }} as facts
+    inner join changed on changed.{{ partition }} = facts.{{ partition }}
+    left join {{ ref('base_people_history') }} as town
+        on town.person_key = facts.person_key
+       and not town.is_deleted
+       and (town.town_from_month is null or facts.{{ partition }} >= town.town_from_month)
+       and (town.town_to_month is null or facts.{{ partition }} < town.town_to_month)
 )
 {%- endmacro %}
 

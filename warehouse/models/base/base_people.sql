@@ -73,6 +73,7 @@ select
     register.address_masked,
     register.phone_masked,
     register.status as register_status,
+    register.updated_at as register_updated_at,
     register.person_key is not null as in_register,
     household_heads.person_key is not null as is_household_head,
     people.source_datasets,

@@ -5,7 +5,8 @@
     name them (var departments). Incremental by person: a profile is recomputed when the
     person's sightings or register record change (the day's activity touches a few thousand
     people of hundreds of thousands); only the people this build touched are fingerprinted
-    (_meta.touched_people). A department renamed in the contracts needs a full refresh. -#}
+    (_meta.touched_people). A department renamed in the contracts makes the next build a full
+    refresh. -#}
 {{ incremental_mart('person_key', 'int_person_sightings', 'person_key', touched='people') }}
 
 with departments as (

@@ -1,29 +1,16 @@
-{#- 住房公积金缴存月统计：每个缴存年月和乡镇（缴存人户籍）的缴存笔数、人数、单位和金额 —
+{#- 住房公积金缴存月统计：每个缴存年月和乡镇（缴存人当月户籍）的缴存笔数、人数、单位和金额 —
     housing provident fund deposits per deposit month and town of the depositor's registered
-    residence. Incremental: a month is recomputed when its deposits change or a depositor of the
-    month moves town. -#}
+    residence in that month. Incremental: a month is recomputed when its deposits change or a
+    depositor moves town in it or before it. -#}
 {{ incremental_mart('deposit_month', 'stg_housing_fund__deposit', 'deposit_month') }}
 
-with facts as (
+with facts as not materialized (
     select deposit_month, serial_no, person_key, employer_credit_code, amount
     from {{ ref('stg_housing_fund__deposit') }}
     where deposit_month is not null
 ),
 
-{{ changed_partitions_of_placed_facts('facts', 'deposit_month') }},
-
-deposits as (
-    select
-        facts.deposit_month,
-        coalesce(person.town_code || '000', {{ county_division_code() }}) as division_code,
-        facts.serial_no,
-        facts.person_key,
-        facts.employer_credit_code,
-        facts.amount
-    from facts
-    inner join changed on changed.deposit_month = facts.deposit_month
-    left join {{ ref('base_people') }} as person on person.person_key = facts.person_key
-),
+{{ facts_placed_by_town_of_month('facts', 'deposit_month') }},
 
 per_depositor as (
     -- per depositor first, and the employers apart, so that both are plain counts: distinct
@@ -35,13 +22,13 @@ per_depositor as (
         count(*) as deposits,
         sum(amount) as amount_total,
         count(amount) as amounts
-    from deposits
+    from placed
     group by all
 ),
 
 employers as (
     select deposit_month, division_code, count(distinct employer_credit_code) as employers
-    from deposits
+    from placed
     group by all
 ),
 

@@ -1,10 +1,10 @@
-{#- 社会保险参保月统计：每个缴费年月、乡镇（参保人户籍）和险种的参保人数、缴费状态、参保单位和缴费基数 —
+{#- 社会保险参保月统计：每个缴费年月、乡镇（参保人当月户籍）和险种的参保人数、缴费状态、参保单位和缴费基数 —
     social insurance per contribution month, town of the insured person's registered residence
-    and insurance type. Incremental: a month is recomputed when its contributions change or an
-    insured person of the month moves town. -#}
+    in that month and insurance type. Incremental: a month is recomputed when its contributions
+    change or an insured person moves town in it or before it. -#}
 {{ incremental_mart('contribution_month', 'stg_hrss__insured_person', 'contribution_month') }}
 
-with insured as (
+with insured as not materialized (
     select
         contribution_month,
         insurance_type,
@@ -16,21 +16,7 @@ with insured as (
     where contribution_month is not null
 ),
 
-{{ changed_partitions_of_placed_facts('insured', 'contribution_month') }},
-
-contributions as (
-    select
-        insured.contribution_month,
-        coalesce(person.town_code || '000', {{ county_division_code() }}) as division_code,
-        insured.insurance_type,
-        insured.person_key,
-        insured.employer_credit_code,
-        insured.contribution_base,
-        insured.status
-    from insured
-    inner join changed on changed.contribution_month = insured.contribution_month
-    left join {{ ref('base_people') }} as person on person.person_key = insured.person_key
-),
+{{ facts_placed_by_town_of_month('insured', 'contribution_month') }},
 
 per_employer as (
     -- per employer first, so that the employers are a plain count: a distinct aggregate
@@ -47,7 +33,7 @@ per_employer as (
         count(*) filter (where status = '终止') as terminated,
         sum(contribution_base) as contribution_base_total,
         count(contribution_base) as contribution_bases
-    from contributions
+    from placed
     group by all
 ),
 
