@@ -20,6 +20,11 @@ BUILD = "COUNTYLAKE_BUILD_ID"  # rows carry the build that wrote them; its tests
 # DuckDB's memory limit for the build (etl.warehouse sets it: see MEMORY_ENV there); DuckDB
 # takes up to 80% of the machine without one and spills beyond one
 MEMORY = "COUNTYLAKE_DUCKDB_MEMORY"
+# DuckDB checkpoints the file at the commit that takes its write-ahead log past 16 MB, and both
+# dbt threads wait meanwhile (2.5 s in an incremental build here). The build's file is private
+# until it is swapped in: checkpoint it once, when dbt closes it, without the dbt_tmp tables
+# dropped before then.
+CHECKPOINT_THRESHOLD = "8GB"
 
 
 class Plugin(BasePlugin):
@@ -28,6 +33,7 @@ class Plugin(BasePlugin):
         memory = os.environ.get(MEMORY)
         if memory:
             conn.execute("SET memory_limit = ?", [memory])
+        conn.execute("SET checkpoint_threshold = ?", [CHECKPOINT_THRESHOLD])
         self._set_variables(conn)
 
     def configure_cursor(self, cursor) -> None:
