@@ -73,10 +73,23 @@
     {%- endif %}
 {%- endmacro %}
 
-{#- A condition: the key in ``column`` changed in this build. -#}
+{#- A condition: the key in ``column`` changed in this build. dbt renders a node just before
+    it runs, after the staging hooks upstream noted their keys, so the condition is `true`
+    when every key changed and a plain semi-join otherwise: DuckDB pushes a semi-join into the
+    scan of a large table, where `in (...) or exists ('*')` made it read every row. -#}
 {% macro is_touched(kind, column) -%}
-    ({{ column }} in (select key from _meta.touched_{{ kind }})
-     or exists (select 1 from _meta.touched_{{ kind }} where key = '*'))
+    {%- if execute and every_key_touched(kind) -%}
+    true
+    {%- else -%}
+    {{ column }} in (select key from _meta.touched_{{ kind }})
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro every_key_touched(kind) -%}
+    {%- set found = run_query(
+        "select count(*) from _meta.touched_" ~ kind ~ " where key = '*'"
+    ) -%}
+    {{- return(found.columns[0].values()[0] > 0) -}}
 {%- endmacro %}
 
 {#- Pre-hook of a model kept per person or entity: drop the keys this build recomputes
