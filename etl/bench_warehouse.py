@@ -468,6 +468,7 @@ def bench(args: argparse.Namespace, home: Path) -> dict:
     import yaml
 
     from etl.contracts import REPO_ROOT, load_profile
+    from etl.warehouse import WAREHOUSE_FILE
 
     load_before = os.getloadavg()[0]
     began = time.perf_counter()
@@ -482,7 +483,7 @@ def bench(args: argparse.Namespace, home: Path) -> dict:
         prepare["history"] = add_history_days(home, last, start, args.history_days)
     before = lake_rows(home)
     activity = {f"{s}.{d.dataset}" for s, d in activity_datasets()}
-    warehouse_file = home / "warehouse" / "county.duckdb"
+    warehouse_file = home / "warehouse" / WAREHOUSE_FILE
     full = best_build(home, "full", args.rounds, lambda: warehouse_file.unlink(missing_ok=True))
     full["lake_rows"] = full["new_rows"] = sum(before.values())
     built = home / "bench" / "full.duckdb"  # where every incremental round starts from
@@ -500,7 +501,7 @@ def bench(args: argparse.Namespace, home: Path) -> dict:
     unchanged = measure_build(home, "nothing-new")  # what a build costs whatever landed
     unchanged["lake_rows"], unchanged["new_rows"] = incremental["lake_rows"], 0
     profile = yaml.safe_load((REPO_ROOT / "warehouse" / "profiles.yml").read_text("utf-8"))
-    with duckdb.connect(str(home / "warehouse" / "county.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(warehouse_file), read_only=True) as con:
         residents = con.execute(
             "select count(*) from base.base_people where in_register"
         ).fetchone()[0]

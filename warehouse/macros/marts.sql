@@ -6,6 +6,12 @@
     '{{ var("county").code }}000000'
 {%- endmacro %}
 
+{#- An average rebuilt from partial totals: sum(total) / sum(count) over the groups of an
+    aggregate computed in two steps (per employer or depositor first), rounded to 2 places. -#}
+{% macro average_of_parts(total, count) -%}
+    round(cast(sum({{ total }}) as double) / nullif(sum({{ count }}), 0), 2)
+{%- endmacro %}
+
 {#- The departments of the contracts (var departments: system, code, name) as a relation
     (system, dept_code, dept_name). -#}
 {% macro departments() -%}

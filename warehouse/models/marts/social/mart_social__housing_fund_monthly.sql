@@ -40,11 +40,7 @@ monthly as (
         count(per_depositor.person_key) as depositors,
         any_value(employers.employers) as employers,
         sum(per_depositor.amount_total) as amount_total,
-        round(
-            cast(sum(per_depositor.amount_total) as double)
-            / nullif(sum(per_depositor.amounts), 0),
-            2
-        ) as amount_avg,
+        {{ average_of_parts('per_depositor.amount_total', 'per_depositor.amounts') }} as amount_avg,
         any_value(changed._fingerprint) as _fingerprint
     from per_depositor
     inner join changed on changed.deposit_month = per_depositor.deposit_month

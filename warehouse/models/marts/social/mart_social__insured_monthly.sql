@@ -48,11 +48,9 @@ monthly as (
         cast(sum(per_employer.terminated) as bigint) as terminated,
         count(per_employer.employer_credit_code) as employers,
         sum(per_employer.contribution_base_total) as contribution_base_total,
-        round(
-            cast(sum(per_employer.contribution_base_total) as double)
-            / nullif(sum(per_employer.contribution_bases), 0),
-            2
-        ) as contribution_base_avg,
+        {{ average_of_parts(
+            'per_employer.contribution_base_total', 'per_employer.contribution_bases'
+        ) }} as contribution_base_avg,
         any_value(changed._fingerprint) as _fingerprint
     from per_employer
     inner join changed on changed.contribution_month = per_employer.contribution_month
