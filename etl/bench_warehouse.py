@@ -10,17 +10,21 @@
    activity dataset are copied into earlier days with DuckDB (dates shifted, single-column keys
    made unique) until the lake holds ``--activity-rows`` activity rows (or ``--history-days``
    copies). The registers (residents, households, entities) are what the simulation landed;
-3. measures the **full build**: a first ``etl.warehouse.build()`` over that lake (seeds,
-   staging with pseudonyms and masks, snapshots, base, marts, every test), in rows of the lake
-   per second;
-4. simulates and ingests one more day and measures the **incremental daily build**: the same
-   ``build()`` on the full build's file (new lake windows only; marts recompute the changed
+3. builds the warehouse once over that lake (the incremental builds' starting point), then
+   simulates and ingests one more day;
+4. measures the **full build**: ``etl.warehouse.build()`` from an empty warehouse over the
+   lake with the new day (seeds, staging with pseudonyms and masks, snapshots, base, marts,
+   every test), in rows of the lake per second, and the **incremental daily build**: the same
+   ``build()`` on the first build's file (new lake windows only; marts recompute the changed
    partitions), against the target: at most 20% of the full build's time; then one more build
    with nothing new, what any build costs whatever landed.
 
-The full and the incremental build each run ``--rounds`` times (the full one from an empty
-warehouse, the incremental one from the full build's file) and report their fastest round:
-on this machine the same build's time swings by a fifth from one minute to the next.
+The full and the incremental build each run ``--rounds`` times and report their fastest round:
+on this machine the same build's time swings by a fifth from one minute to the next. The
+rounds alternate (full from an empty warehouse over the lake with the new day, then
+incremental from the first full build's file), so both sides sample the same moments of the
+machine; the first full build, over the lake before the new day, is the incremental build's
+starting point and is reported too.
 
 The report (Markdown + JSON under ``<COUNTYLAKE_HOME>/reports/bench-warehouse.*``) gives the
 times, rows/s, the ratio, node-seconds per layer and the slowest nodes of each build (from
@@ -317,18 +321,28 @@ def measure_build(home: Path, label: str) -> dict:
     }
 
 
-def best_build(home: Path, label: str, rounds: int, reset) -> dict:
-    """The fastest of ``rounds`` builds, each after ``reset()`` puts the warehouse back where
-    the first one started (this machine's speed swings by a fifth from one minute to the
-    next); the seconds of every round are kept."""
-    builds = []
-    for n in range(rounds):
-        if n:
-            reset()
-        builds.append(measure_build(home, f"{label} (round {n + 1} of {rounds})"))
-    best = min(builds, key=lambda b: b["seconds"])
+def fastest(builds: list[dict]) -> dict:
+    """The fastest of a side's rounds, with the seconds of every round kept."""
+    best = dict(min(builds, key=lambda b: b["seconds"]))
     best["rounds"] = [b["seconds"] for b in builds]
     return best
+
+
+def alternate_builds(home: Path, rounds: int, built: Path) -> tuple[dict, dict]:
+    """``rounds`` full builds (each from an empty warehouse) alternating with ``rounds``
+    incremental builds (each from ``built``, the full build of the lake before the new day):
+    this machine's speed drifts by a fifth within minutes, and alternating lets both sides
+    meet the same drift. Returns the fastest of each."""
+    from etl.warehouse import WAREHOUSE_FILE
+
+    warehouse_file = home / "warehouse" / WAREHOUSE_FILE
+    full, incremental = [], []
+    for n in range(1, rounds + 1):
+        warehouse_file.unlink(missing_ok=True)
+        full.append(measure_build(home, f"full (round {n} of {rounds})"))
+        shutil.copy2(built, warehouse_file)
+        incremental.append(measure_build(home, f"incremental (round {n} of {rounds})"))
+    return fastest(full), fastest(incremental)
 
 
 def summarise(full: dict, incremental: dict) -> list[dict]:
@@ -348,7 +362,9 @@ def table_lines(report: dict) -> list[str]:
         "| build | lake rows | new rows | seconds | lake rows/s | new rows/s | warehouse MB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    builds = [("full (first build)", full), ("incremental (one more day)", inc),
+    builds = [("first build (before the new day)", report["first"]),
+              ("full (from empty, with the new day)", full),
+              ("incremental (one more day)", inc),
               ("incremental, nothing new", report["unchanged"])]  # fmt: skip
     for name, m in builds:
         lines.append(
@@ -407,14 +423,15 @@ def markdown(report: dict) -> str:
         "",
         *table_lines(report),
         "",
-        f"The full build is a first `etl.warehouse.build()` (seeds, snapshots, staging with "
-        f"keyed pseudonyms and masks, base, {report['marts']} marts, every test, checkpoint and "
-        f"atomic swap). The incremental build ran after one more simulated day "
-        f"({inc['new_rows']:,} rows landed in {report['next_day']['ingest_s']:.1f} s by the "
-        "pipeline) on the full build's file. Seconds are wall time of `build()`, including the "
-        "copy of the current file it starts from, the fastest of "
-        f"{len(full['rounds'])} rounds each (full: {rounds_text(full)}; incremental: "
-        f"{rounds_text(inc)}). The machine's 1-minute load average was "
+        "The first build is an `etl.warehouse.build()` from an empty warehouse (seeds, "
+        f"snapshots, staging with keyed pseudonyms and masks, base, {report['marts']} marts, "
+        "every test, checkpoint and atomic swap). Then one more simulated day landed "
+        f"({inc['new_rows']:,} rows in {report['next_day']['ingest_s']:.1f} s by the "
+        "pipeline), and full builds from an empty warehouse alternated with incremental builds "
+        "on the first build's file. Seconds are wall time of `build()`, including the copy of "
+        f"the current file it starts from, the fastest of {len(full['rounds'])} rounds each "
+        f"(full: {rounds_text(full)}; incremental: {rounds_text(inc)}, in the order they ran, "
+        "alternating). The machine's 1-minute load average was "
         f"{report['host']['load_average_1m']['before']:.2f} before and "
         f"{report['host']['load_average_1m']['after']:.2f} after: other work lowers every "
         "rate, so compare the ratio.",
@@ -484,8 +501,8 @@ def bench(args: argparse.Namespace, home: Path) -> dict:
     before = lake_rows(home)
     activity = {f"{s}.{d.dataset}" for s, d in activity_datasets()}
     warehouse_file = home / "warehouse" / WAREHOUSE_FILE
-    full = best_build(home, "full", args.rounds, lambda: warehouse_file.unlink(missing_ok=True))
-    full["lake_rows"] = full["new_rows"] = sum(before.values())
+    first = measure_build(home, "first full build (the incremental rounds' starting point)")
+    first["lake_rows"] = first["new_rows"] = sum(before.values())
     built = home / "bench" / "full.duckdb"  # where every incremental round starts from
     built.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(warehouse_file, built)
@@ -493,9 +510,8 @@ def bench(args: argparse.Namespace, home: Path) -> dict:
     log("one more day: simulating and ingesting it")
     next_day = simulate_and_ingest(home, args.scale, args.days + 1, args.seed, first=args.days + 1)
     after = lake_rows(home)
-    incremental = best_build(
-        home, "incremental", args.rounds, lambda: shutil.copy2(built, warehouse_file)
-    )
+    full, incremental = alternate_builds(home, args.rounds, built)
+    full["lake_rows"] = full["new_rows"] = sum(after.values())
     incremental["lake_rows"] = sum(after.values())
     incremental["new_rows"] = sum(after.values()) - sum(before.values())
     unchanged = measure_build(home, "nothing-new")  # what a build costs whatever landed
@@ -528,6 +544,7 @@ def bench(args: argparse.Namespace, home: Path) -> dict:
         "activity_rows": sum(n for k, n in before.items() if k in activity),
         "prepare": prepare,
         "next_day": next_day,
+        "first": first,
         "full": full,
         "incremental": incremental,
         "unchanged": unchanged,

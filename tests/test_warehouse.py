@@ -7,6 +7,7 @@ import csv
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import shutil
@@ -166,6 +167,44 @@ def test_build_of_a_relation_is_the_last_incremental_build_that_may_have_changed
     with duckdb.connect(str(path)) as con:
         con.execute("delete from _meta.builds where build_id = 'b1'")
     assert warehouse.build_of(path, "s.w") is None
+
+
+def row_groups(path: Path, table: str) -> int:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(
+            f"select count(distinct row_group_id) from pragma_storage_info('{table}')"
+        ).fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    "deleted",
+    [
+        "x < 2 * {rg} and x % 2 = 0",  # half of two row groups: DuckDB would merge them
+        "x % 10 < 4",  # 40% of every row group
+    ],
+)
+def test_a_build_compacts_a_table_only_once_its_deleted_rows_pass_a_share(tmp_path, deleted):
+    """Deleted rows stay in place (DuckDB rewrites at each checkpoint every table it can
+    compact: the person tables whole, every night) until a table's deleted rows pass
+    COMPACT_ABOVE; then the checkpoint that completes the build compacts it."""
+    from datetime import UTC, datetime
+
+    path, rg = tmp_path / "county.duckdb", warehouse.ROW_GROUP_ROWS
+    with duckdb.connect(str(path), config={"max_vacuum_tasks": 0}) as con:
+        con.execute(f"create schema s; create table s.t as select range as x from range({8 * rg})")
+        con.execute("checkpoint")
+        con.execute(f"delete from s.t where {deleted.format(rg=rg)}")
+        live = con.execute("select count(*) from s.t").fetchone()[0]
+    assert row_groups(path, "s.t") == 8
+    row = {"full_refresh": False, "select": "", "key_id": "k", "nodes": {}, "seconds": 1.0}
+    row |= {"built_at": datetime(2026, 11, 2, tzinfo=UTC), "build_id": "b", "inputs": None}
+    compacted = warehouse._record_build(path, row, ["s.t"])
+    due = 1 - live / (8 * rg) > warehouse.COMPACT_ABOVE
+    assert compacted == (["s.t"] if due else [])
+    compact = math.ceil(live / rg) <= row_groups(path, "s.t") < 8
+    assert compact if due else row_groups(path, "s.t") == 8
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("select count(*) from s.t").fetchone()[0] == live
 
 
 def test_full_rebuild_equals_the_incremental_builds(built):

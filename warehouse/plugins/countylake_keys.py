@@ -25,6 +25,11 @@ MEMORY = "COUNTYLAKE_DUCKDB_MEMORY"
 # until it is swapped in: checkpoint it once, when dbt closes it, without the dbt_tmp tables
 # dropped before then.
 CHECKPOINT_THRESHOLD = "8GB"
+# DuckDB's checkpoint compacts every changed table whose rows fit in fewer row groups once the
+# deleted ones are gone: an incremental build replaces 3.5% of base_people and
+# mart_profile__person, and the checkpoint rewrote both whole (1-1.5 s each) every night.
+# etl.warehouse's checkpoint that completes a build compacts when deleted rows pass a share.
+MAX_VACUUM_TASKS = 0
 
 
 class Plugin(BasePlugin):
@@ -34,6 +39,7 @@ class Plugin(BasePlugin):
         if memory:
             conn.execute("SET memory_limit = ?", [memory])
         conn.execute("SET checkpoint_threshold = ?", [CHECKPOINT_THRESHOLD])
+        conn.execute("SET max_vacuum_tasks = ?", [MAX_VACUUM_TASKS])
         self._set_variables(conn)
 
     def configure_cursor(self, cursor) -> None:
