@@ -610,9 +610,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rounds",
         type=int,
         default=DEFAULT_ROUNDS,
-        help="rounds of the full build (each from an empty warehouse) and of the incremental "
-        f"build (each from the full build's file); each reports its fastest (default "
-        f"{DEFAULT_ROUNDS})",
+        help="rounds of the full build (each from an empty warehouse) alternating with rounds "
+        "of the incremental build (each from the first build's file); each side reports its "
+        f"fastest (default {DEFAULT_ROUNDS})",
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
