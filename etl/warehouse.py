@@ -24,6 +24,7 @@ dbt is imported inside functions only: DAG files import this module at parse tim
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import hmac
 import json
@@ -966,8 +967,8 @@ def lake_windows(p: Paths) -> dict[tuple[str, str, str], list[str]]:
     if p.lake_remote:
         fs, root = lake.filesystem(p)
         files = fs.glob(f"{root}/{pattern}")
-    else:
-        files = _local_window_files(p.lake / "raw")
+    else:  # the standard library lists a local folder several times faster than fsspec
+        files = glob.glob(f"{glob.escape(str(p.lake))}/{pattern}")
     found: dict[tuple[str, str, str], list[str]] = {}
     for path in files:
         parts = _WINDOW_PATH.search(str(path))
@@ -975,28 +976,6 @@ def lake_windows(p: Paths) -> dict[tuple[str, str, str], list[str]]:
             system, dataset, load_date, window = parts.groups()
             found.setdefault((system, dataset, f"{load_date}/{window}"), []).append(str(path))
     return found
-
-
-def _local_window_files(raw: Path) -> Iterator[str]:
-    """The window files of a local lake (``raw/*/*/load_date=*/window=*/*.parquet``, hidden
-    entries skipped as glob does), a folder level at a time with ``os.scandir``: every build
-    lists every window the lake ever landed, and glob took 0.2-0.5 s for 5,700 windows where
-    this takes 0.1 s."""
-    prefixes = ("", "", "load_date=", "window=")
-
-    def walk(path: str, depth: int) -> Iterator[str]:
-        with os.scandir(path) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if depth == len(prefixes):
-                    if entry.name.endswith(".parquet") and entry.is_file():
-                        yield entry.path
-                elif entry.name.startswith(prefixes[depth]) and entry.is_dir():
-                    yield from walk(entry.path, depth + 1)
-
-    if raw.is_dir():
-        yield from walk(str(raw), 0)
 
 
 def _holds_rows(p: Paths, files: list[str]) -> bool:

@@ -169,36 +169,6 @@ def test_build_of_a_relation_is_the_last_incremental_build_that_may_have_changed
     assert warehouse.build_of(path, "s.w") is None
 
 
-def test_the_plan_lists_the_window_files_glob_would_list(tmp_path, monkeypatch):
-    """The plan walks the local lake a folder level at a time: the same files as glob's
-    pattern, nothing hidden (a window being published) and nothing but Parquet."""
-    import glob
-
-    monkeypatch.delenv("COUNTYLAKE_LAKE_URL", raising=False)
-    p = paths(tmp_path)
-    raw = p.lake / "raw"
-    for name in [
-        "hrss/insured_person/load_date=2026-11-01/window=0000/part-0.parquet",
-        "hrss/insured_person/load_date=2026-11-01/window=0000/part-1.parquet",
-        "hrss/insured_person/load_date=2026-11-02/window=0000/part-0.parquet",
-        "hotline/ticket/load_date=2026-11-02/window=1200/part-0.parquet",
-        "hotline/ticket/load_date=2026-11-02/window=1200/_manifest.json",
-        "hotline/ticket/load_date=2026-11-02/.window=1300.tmp/part-0.parquet",
-        "hotline/ticket/.staging/load_date=2026-11-02/window=1300/part-0.parquet",
-        "hotline/ticket/notes/load_date=2026-11-02/window=1300/part-0.parquet",
-    ]:
-        (raw / name).parent.mkdir(parents=True, exist_ok=True)
-        (raw / name).write_bytes(b"")
-    pattern = "raw/*/*/load_date=*/window=*/*.parquet"
-    listed = sorted(f for files in warehouse.lake_windows(p).values() for f in files)
-    assert listed == sorted(glob.glob(f"{p.lake}/{pattern}"))
-    assert sorted(warehouse.lake_windows(p)) == [
-        ("hotline", "ticket", "2026-11-02/1200"),
-        ("hrss", "insured_person", "2026-11-01/0000"),
-        ("hrss", "insured_person", "2026-11-02/0000"),
-    ]
-
-
 def row_groups(path: Path, table: str) -> int:
     with duckdb.connect(str(path), read_only=True) as con:
         return con.execute(
