@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from etl.duck import attached
+from etl.duck import attached, insert_rows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -155,32 +155,24 @@ class Ledger:
                     "INSERT OR REPLACE INTO watermarks VALUES (?, ?, ?, ?, ?, ?)",
                     [system, dataset, watermark, window_end, attempt_id, _now()],
                 )
-            for name, sha in files:
-                con.execute(
-                    "INSERT OR REPLACE INTO seen_files VALUES (?, ?, ?, ?, ?, ?)",
-                    [system, dataset, name, sha, window_start, attempt_id],
-                )
-            head = [attempt_id, system, dataset, window_start]
-            if rule_results:
-                con.executemany(
-                    "INSERT OR REPLACE INTO rule_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        [
-                            *head,
-                            r["rule_id"],
-                            r["severity"],
-                            r["checked"],
-                            r["failed"],
-                            json.dumps(r["reasons"], ensure_ascii=False),
-                        ]
-                        for r in rule_results
-                    ],
-                )
-            if drift:
-                con.executemany(
-                    "INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [[*head, d["change"], d["column"], d["detail"], d["action"]] for d in drift],
-                )
+            insert_rows(con, "INSERT OR REPLACE INTO seen_files", [
+                {"system": system, "dataset": dataset, "name": name, "sha256": sha,
+                 "window_start": window_start, "attempt_id": attempt_id}
+                for name, sha in files
+            ])  # fmt: skip
+            head = {"attempt_id": attempt_id, "system": system, "dataset": dataset,
+                    "window_start": window_start}  # fmt: skip
+            insert_rows(con, "INSERT OR REPLACE INTO rule_results", [
+                {**head, "rule_id": r["rule_id"], "severity": r["severity"],
+                 "checked": r["checked"], "failed": r["failed"],
+                 "reasons": json.dumps(r["reasons"], ensure_ascii=False)}
+                for r in rule_results
+            ])  # fmt: skip
+            insert_rows(con, "INSERT INTO drift", [
+                {**head, "change": d["change"], "column_name": d["column"],
+                 "detail": d["detail"], "action": d["action"]}
+                for d in drift
+            ])  # fmt: skip
             con.execute("COMMIT")
 
     # ------------------------------------------------------------------ reading

@@ -26,6 +26,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from etl.contracts import DatasetContract, load_systems
+from etl.duck import insert_rows
 from etl.ledger import Ledger
 from etl.rules import rules_for
 from etl.settings import Paths
@@ -83,12 +84,15 @@ def dataset_checks(
 
 def _departments(con) -> None:
     """A small table system -> department, from the contracts."""
-    rows = [(s.system, s.department.code, s.department.name) for s in load_systems()]
+    rows = [
+        {"system": s.system, "dept_code": s.department.code, "dept_name": s.department.name}
+        for s in load_systems()
+    ]
     con.execute(
         "CREATE OR REPLACE TEMP TABLE departments "
         "(system VARCHAR, dept_code VARCHAR, dept_name VARCHAR)"
     )
-    con.executemany("INSERT INTO departments VALUES (?, ?, ?)", rows)
+    insert_rows(con, "INSERT INTO departments", rows)
 
 
 LATEST_LANDED = """
