@@ -964,10 +964,15 @@ def input_fingerprints(p: Paths) -> dict[str, str]:
     return {"project": project, "reference": reference, "quality": _digest(stamps)}
 
 
+# A landed window's folder, window=HHMM (etl.land.window_key): not the window=HHMM.incoming
+# and .replaced folders of a window being swapped in meanwhile. The same in macros/lake.sql.
+WINDOW_FOLDER = "window=[0-9][0-9][0-9][0-9]"
+
+
 def lake_windows(p: Paths) -> dict[tuple[str, str, str], list[str]]:
     """The Parquet files of every landed window, by (system, dataset, 'YYYY-MM-DD/HHMM'), as
     ``snapshot_lake_windows()`` (macros/lake.sql) sees them."""
-    pattern = "raw/*/*/load_date=*/window=*/*.parquet"
+    pattern = f"raw/*/*/load_date=*/{WINDOW_FOLDER}/*.parquet"
     if p.lake_remote:
         fs, root = lake.filesystem(p)
         files = fs.glob(f"{root}/{pattern}")

@@ -115,7 +115,12 @@ def test_a_build_runs_only_what_is_downstream_of_what_changed(built):
     late = resident / "load_date=2099-01-01"
     scorecard = built.home / "lake" / "quality" / "scorecard.parquet"
     stamp = scorecard.stat()
+    # a window being swapped in, as etl.land.publish builds it beside the window it replaces
+    window = next(sorted(resident.glob("load_date=*"))[0].glob("window=*"))  # the first load
+    swapping = window.with_name(window.name + ".incoming")
     try:
+        shutil.copytree(window, swapping)
+        assert warehouse.plan_build(where, built.current).selectors == []
         shutil.copytree(landed, late)
         plan = warehouse.plan_build(where, built.current)
         assert plan.selectors == ["source:public_security.resident+"], plan
@@ -123,9 +128,13 @@ def test_a_build_runs_only_what_is_downstream_of_what_changed(built):
         plan = warehouse.plan_build(where, built.current)
         assert plan.selectors == ["source:public_security.resident+", "source:lake_quality+"]
     finally:
+        shutil.rmtree(swapping, ignore_errors=True)
         shutil.rmtree(late, ignore_errors=True)
         os.utime(scorecard, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert warehouse.plan_build(where, built.current).selectors == []
+    # dbt's on-run-start lists the lake's windows with the same folder pattern
+    lake_sql = (warehouse.PROJECT_DIR / "macros" / "lake.sql").read_text(encoding="utf-8")
+    assert f"load_date=*/{warehouse.WINDOW_FOLDER}/*.parquet" in lake_sql
 
 
 def test_an_incremental_build_records_the_relations_it_wrote(built):

@@ -15,7 +15,8 @@
     (system, dataset, 'YYYY-MM-DD/HHMM'), taken once so that every model and hook of the build
     agrees on them (a window landing meanwhile waits for the next build). The ingestion
     publishes a window by renaming its folder into place, so a window is seen whole or not at
-    all. _meta.staged_windows records which of them each staging model has read. -#}
+    all; the folders of a window being swapped in (window=HHMM.incoming, .replaced) are not
+    windows (etl.warehouse.WINDOW_FOLDER). _meta.staged_windows records which of them each staging model has read. -#}
 {% macro snapshot_lake_windows() -%}
     create schema if not exists _meta;
     create table if not exists _meta.staged_windows (
@@ -32,7 +33,7 @@
             '/raw/([^/]+)/([^/]+)/load_date=([^/]+)/window=([^/]+)/[^/]+$',
             ['system', 'dataset', 'load_date', 'window_']
         ) as parts
-        from glob('{{ lake_root() }}/raw/*/*/load_date=*/window=*/*.parquet')
+        from glob('{{ lake_root() }}/raw/*/*/load_date=*/window=[0-9][0-9][0-9][0-9]/*.parquet')
     );
 {%- endmacro %}
 
