@@ -153,6 +153,34 @@ def test_an_incremental_build_records_the_relations_it_wrote(built):
     assert build_of(built.current, "base.dim_date") == built.full["build_id"]
 
 
+def test_an_incremental_build_keeps_the_comments_a_full_build_writes(built):
+    """Tables and columns carry their descriptions as DuckDB comments (persist_docs). An
+    incremental build leaves the comments a table already has (macros/persist_docs.sql): they
+    are the ones the full refresh wrote afresh, on every table and every column."""
+    layers = ("staging", "intermediate", "base", "marts")  # the models (dbt_project.yml)
+
+    def comments(path: Path) -> dict:
+        with built.connect(path) as con:
+            return {
+                (schema, table, column): comment
+                for schema, table, column, comment in con.execute(
+                    "select schema_name, table_name, null, comment from duckdb_tables() "
+                    "where database_name = current_database() and list_contains(?, schema_name) "
+                    "union all select schema_name, table_name, column_name, comment "
+                    "from duckdb_columns() where database_name = current_database() "
+                    "and list_contains(?, schema_name)",
+                    [list(layers), list(layers)],
+                ).fetchall()
+            }
+
+    incremental, full = comments(built.incremental), comments(built.current)
+    assert incremental == full
+    assert {schema for schema, _, _ in full} == set(layers)
+    tables = [key for key in full if key[2] is None]
+    assert [key for key in tables if not full[key]] == []
+    assert [key for key, comment in full.items() if not comment] == []
+
+
 def test_build_of_a_relation_is_the_last_incremental_build_that_may_have_changed_it(tmp_path):
     """Unknown is never 'unchanged': a build that did not record what it wrote may have
     written anything, a view follows the latest build, and a relation no build wrote (or a
