@@ -16,7 +16,8 @@
     agrees on them (a window landing meanwhile waits for the next build). The ingestion
     publishes a window by renaming its folder into place, so a window is seen whole or not at
     all; the folders of a window being swapped in (window=HHMM.incoming, .replaced) are not
-    windows (etl.warehouse.WINDOW_FOLDER). _meta.staged_windows records which of them each staging model has read. -#}
+    windows (etl.warehouse.WINDOW_FOLDER). _meta.staged_windows records which of them each
+    staging model has read. -#}
 {% macro snapshot_lake_windows() -%}
     create schema if not exists _meta;
     create table if not exists _meta.staged_windows (
