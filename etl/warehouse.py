@@ -33,6 +33,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -843,7 +844,7 @@ def run_dbt(
     }
     if memory is not None:
         env[MEMORY_ENV] = memory
-    callbacks = [_progress_callback(progress)] if progress else []
+    callbacks = [_print_errors, *([_progress_callback(progress)] if progress else [])]
     common = [
         *_lake_target(p),
         "--project-dir",
@@ -856,7 +857,12 @@ def run_dbt(
     command, rest = _split_command(args)
     with _environment(env):
         try:
-            return dbtRunner(callbacks=callbacks).invoke([*command, *common, *rest, "--quiet"])
+            # no console logger: dbt renders every event's line, debug ones too, before the
+            # logger's level drops it (about 4% of an incremental build); _print_errors keeps
+            # the errors --quiet printed
+            return dbtRunner(callbacks=callbacks).invoke(
+                [*command, *common, *rest, "--log-level", "none"]
+            )
         finally:
             _close_duckdb()
 
@@ -896,6 +902,12 @@ def _close_duckdb() -> None:
         if DuckDBConnectionManager._ENV is not None:
             DuckDBConnectionManager._ENV.close()
             DuckDBConnectionManager._ENV = None
+
+
+def _print_errors(event) -> None:
+    """dbt's errors on stderr, as its console logger printed them under --quiet."""
+    if event.info.level == "error":
+        print(event.info.msg, file=sys.stderr)
 
 
 def _progress_callback(progress: Callable[[str], None]) -> Callable:

@@ -181,6 +181,37 @@ def test_an_incremental_build_keeps_the_comments_a_full_build_writes(built):
     assert [key for key, comment in full.items() if not comment] == []
 
 
+def test_an_incremental_model_whose_table_lost_a_column_fails_or_gets_it_back(
+    built, tmp_path, capsys
+):
+    """The incremental models compare the columns they built with their table's
+    (macros/schema.sql): a mart whose table lacks one fails (on_schema_change 'fail'), a
+    staging model adds it back (append_new_columns); the same columns insert as before. dbt's
+    error reaches stderr."""
+    home = tmp_path / "home"
+    shutil.copytree(built.home, home)
+    database = home / "warehouse" / warehouse.WAREHOUSE_FILE
+    mart, staged = "mart_health__consultations_daily", "stg_civil_affairs__assistance"
+    with duckdb.connect(str(database)) as con:
+        con.execute(f"alter table marts.{mart} drop column consultations")
+        con.execute(f"alter table staging.{staged} drop column status")
+    result = warehouse.run_dbt(
+        ["run", "--select", mart, staged, "mart_governance__hotline_daily"],
+        home,
+        database=database,
+        build_id="build-under-test",
+    )
+    outcomes = {r.node.name: (str(r.status), r.message or "") for r in result.result.results}
+    assert outcomes[mart][0] == "error" and "out of sync" in outcomes[mart][1], outcomes
+    assert "out of sync" in capsys.readouterr().err
+    assert outcomes[staged][0] == outcomes["mart_governance__hotline_daily"][0] == "success"
+    with duckdb.connect(str(database), read_only=True) as con:
+        columns = [c for (c,) in con.execute(
+            "select column_name from duckdb_columns() where table_name = ?", [staged]
+        ).fetchall()]  # fmt: skip
+    assert "status" in columns
+
+
 def test_build_of_a_relation_is_the_last_incremental_build_that_may_have_changed_it(tmp_path):
     """Unknown is never 'unchanged': a build that did not record what it wrote may have
     written anything, a view follows the latest build, and a relation no build wrote (or a
