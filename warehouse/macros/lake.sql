@@ -16,13 +16,21 @@
     agrees on them (a window landing meanwhile waits for the next build). The ingestion
     publishes a window by renaming its folder into place, so a window is seen whole or not at
     all; the folders of a window being swapped in (window=HHMM.incoming, .replaced) are not
-    windows (etl.warehouse.WINDOW_FOLDER). _meta.staged_windows records which of them each
-    staging model has read. -#}
+    windows (etl.warehouse.WINDOW_FOLDER). etl.warehouse.build lists the lake for its plan
+    anyway and hands what it saw to dbt as a CSV file (COUNTYLAKE_LAKE_WINDOWS_FILE); dbt
+    run by hand lists the lake here. _meta.staged_windows records which of them each staging
+    model has read. -#}
 {% macro snapshot_lake_windows() -%}
     create schema if not exists _meta;
     create table if not exists _meta.staged_windows (
         model varchar, window_id varchar, build_id varchar
     );
+    {%- set listed = env_var('COUNTYLAKE_LAKE_WINDOWS_FILE', '') %}
+    {%- if listed %}
+    create or replace table _meta.lake_windows as
+    select * from read_csv('{{ listed }}', header = true,
+        columns = {'system': 'varchar', 'dataset': 'varchar', 'window_id': 'varchar'});
+    {%- else %}
     create or replace table _meta.lake_windows as
     select distinct
         parts.system,
@@ -36,6 +44,7 @@
         ) as parts
         from glob('{{ lake_root() }}/raw/*/*/load_date=*/window=[0-9][0-9][0-9][0-9]/*.parquet')
     );
+    {%- endif %}
 {%- endmacro %}
 
 {#- The window ids a staging model reads: every window of the lake on a first build or a
