@@ -234,6 +234,14 @@ def test_warehouse_reads_the_lake_through_s3fs(s3_lake):
         scorecard = con.execute("select count(*) from staging.stg_quality__scorecard").fetchone()
     assert residents == s3_lake.rows("raw", "public_security", "resident")
     assert scorecard[0] > 0  # lake/quality/scorecard.parquet, read from the store
+    # the windows a build lists for its plan and hands to dbt are those dbt lists itself
+    listed = warehouse.lake_windows(s3_lake.where)
+    with duckdb.connect(str(database), read_only=True) as con:
+        by_dbt = con.execute("select system, dataset, window_id from _meta.lake_windows")
+        assert set(listed) == set(by_dbt.fetchall())
+    for (system, dataset, _), folder in listed.items():
+        landed = s3_lake.day1[f"{system}.{dataset}"]["rows_landed"]
+        assert warehouse._holds_rows(s3_lake.where, folder) == (landed > 0), folder
 
 
 def test_warehouse_refuses_a_lake_no_target_reads(tmp_path):
