@@ -35,6 +35,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -1385,13 +1386,28 @@ def build(
             summary["compacted"] = _record_build(target, summary, _written(result))
             if summary["compacted"]:
                 say(f"== warehouse: compacted {', '.join(summary['compacted'])} (deleted rows)")
-            os.replace(target, current)
+            _swap_in(target, current)
             steps["record and swap"] = time.monotonic() - clock
             # where build()'s time went: plan, copy, dbt, record and swap
             summary["steps"] = {k: round(v, 2) for k, v in steps.items()}
     say(f"== warehouse: {current} swapped in ({summary['seconds']} s; {nodes})")
     summary["built_at"] = summary["built_at"].isoformat()
     return summary
+
+
+def _swap_in(built: Path, current: Path) -> None:
+    """Rename the built file over the current one, and delete the file it replaces on a
+    thread: freeing a warehouse file's blocks takes the filesystem about 0.5 s at scale 1, and
+    readers see the new file as soon as the rename is done (one still reading the old file
+    keeps it until it closes it)."""
+    replaced = current.with_name(f".replaced-{current.name}")
+    replaced.unlink(missing_ok=True)  # left by a build whose process was killed
+    if current.exists():
+        os.link(current, replaced)
+    os.replace(built, current)
+    threading.Thread(
+        target=replaced.unlink, kwargs={"missing_ok": True}, name="delete-replaced-warehouse"
+    ).start()
 
 
 def _unchanged(current: Path, key: bytes, started: float) -> dict:
