@@ -989,40 +989,35 @@ def input_fingerprints(p: Paths) -> dict[str, str]:
 WINDOW_FOLDER = "window=[0-9][0-9][0-9][0-9]"
 
 
-def lake_windows(p: Paths) -> dict[tuple[str, str, str], str]:
-    """The folder of every landed window, by (system, dataset, 'YYYY-MM-DD/HHMM'). A window
-    is published by renaming its complete folder into place, so a local lake is listed down
-    to the folders (a third of the time of listing their files); an object store has no
-    folders: its files are listed."""
-    pattern = f"raw/*/*/load_date=*/{WINDOW_FOLDER}"
+def lake_windows(p: Paths) -> dict[tuple[str, str, str], list[str]]:
+    """The Parquet files of every landed window, by (system, dataset, 'YYYY-MM-DD/HHMM'). A
+    window that read no row has a manifest and no Parquet file: it is not listed (dbt could
+    not read it)."""
+    pattern = f"raw/*/*/load_date=*/{WINDOW_FOLDER}/*.parquet"
     if p.lake_remote:
         fs, root = lake.filesystem(p)
-        folders = {f.rsplit("/", 1)[0] for f in fs.glob(f"{root}/{pattern}/*.parquet")}
+        files = fs.glob(f"{root}/{pattern}")
     else:  # the standard library lists a local folder several times faster than fsspec
-        folders = glob.glob(f"{glob.escape(str(p.lake))}/{pattern}")
-    found: dict[tuple[str, str, str], str] = {}
-    for folder in folders:
-        parts = _WINDOW_PATH.search(str(folder))
+        files = glob.glob(f"{glob.escape(str(p.lake))}/{pattern}")
+    found: dict[tuple[str, str, str], list[str]] = {}
+    for path in files:
+        parts = _WINDOW_PATH.search(str(path))
         if parts:
             system, dataset, load_date, window = parts.groups()
-            found[(system, dataset, f"{load_date}/{window}")] = str(folder)
+            found.setdefault((system, dataset, f"{load_date}/{window}"), []).append(str(path))
     return found
 
 
-def _holds_rows(p: Paths, folder: str) -> bool:
+def _holds_rows(p: Paths, files: list[str]) -> bool:
     """Whether a window's files hold any row (a snapshot that found no change lands an empty
     file: nothing for the warehouse to do), from the Parquet footers."""
     import pyarrow.parquet as pq
 
-    if p.lake_remote:
-        fs = lake.filesystem(p)[0]
-        files = fs.glob(f"{folder}/*.parquet")
-    else:
-        fs, files = None, glob.glob(f"{glob.escape(folder)}/*.parquet")
+    fs = lake.filesystem(p)[0] if p.lake_remote else None
     return any(pq.ParquetFile(f, filesystem=fs).metadata.num_rows for f in files)
 
 
-_WINDOW_PATH = re.compile(r"/raw/([^/]+)/([^/]+)/load_date=([^/]+)/window=([^/]+)$")
+_WINDOW_PATH = re.compile(r"/raw/([^/]+)/([^/]+)/load_date=([^/]+)/window=([^/]+)/[^/]+$")
 
 
 def _hand_over_windows(work: Path, windows: list[tuple[str, str, str]]) -> Path:
@@ -1065,8 +1060,8 @@ def plan_build(p: Paths, current: Path) -> BuildPlan:
             return BuildPlan(None, inputs, f"the {part} changed since the last build")
     windows = lake_windows(p)
     new = sorted(
-        {(system, dataset) for (system, dataset, window), folder in windows.items()
-         if (model_name(system, dataset), window) not in staged and _holds_rows(p, folder)}
+        {(system, dataset) for (system, dataset, window), files in windows.items()
+         if (model_name(system, dataset), window) not in staged and _holds_rows(p, files)}
     )  # fmt: skip
     selectors = [f"source:{system}.{dataset}+" for system, dataset in new]
     if before.get("quality") != inputs["quality"]:

@@ -239,9 +239,9 @@ def test_warehouse_reads_the_lake_through_s3fs(s3_lake):
     with duckdb.connect(str(database), read_only=True) as con:
         by_dbt = con.execute("select system, dataset, window_id from _meta.lake_windows")
         assert set(listed) == set(by_dbt.fetchall())
-    for (system, dataset, _), folder in listed.items():
+    for (system, dataset, _), files in listed.items():
         landed = s3_lake.day1[f"{system}.{dataset}"]["rows_landed"]
-        assert warehouse._holds_rows(s3_lake.where, folder) == (landed > 0), folder
+        assert warehouse._holds_rows(s3_lake.where, files) == (landed > 0), files
 
 
 def test_warehouse_refuses_a_lake_no_target_reads(tmp_path):

@@ -118,9 +118,14 @@ def test_a_build_runs_only_what_is_downstream_of_what_changed(built):
     # a window being swapped in, as etl.land.publish builds it beside the window it replaces
     window = next(sorted(resident.glob("load_date=*"))[0].glob("window=*"))  # the first load
     swapping = window.with_name(window.name + ".incoming")
+    # a window that read no row: its manifest, no Parquet file for dbt to read
+    empty = resident / "load_date=2099-01-02" / window.name
     try:
         shutil.copytree(window, swapping)
+        empty.mkdir(parents=True)
+        shutil.copy2(window / "_manifest.json", empty / "_manifest.json")
         assert warehouse.plan_build(where, built.current).selectors == []
+        assert not [key for key in warehouse.lake_windows(where) if "2099" in key[2]]
         shutil.copytree(landed, late)
         plan = warehouse.plan_build(where, built.current)
         assert plan.selectors == ["source:public_security.resident+"], plan
@@ -129,6 +134,7 @@ def test_a_build_runs_only_what_is_downstream_of_what_changed(built):
         assert plan.selectors == ["source:public_security.resident+", "source:lake_quality+"]
     finally:
         shutil.rmtree(swapping, ignore_errors=True)
+        shutil.rmtree(empty.parent, ignore_errors=True)
         shutil.rmtree(late, ignore_errors=True)
         os.utime(scorecard, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert warehouse.plan_build(where, built.current).selectors == []
