@@ -296,8 +296,9 @@ def measure_build(home: Path, label: str) -> dict:
     clock = time.perf_counter()
     summary = warehouse.build(home, progress=None)
     seconds = time.perf_counter() - clock
-    results = {"results": [], "elapsed": 0.0}  # a build with nothing new runs no dbt
-    if summary["mode"] != "unchanged":
+    # a build with nothing new, or new quality results only, runs no dbt
+    results = {"results": [], "elapsed": 0.0}
+    if "dbt" in summary.get("steps", {}):
         path = warehouse.build_results_path(home)
         results = json.loads(path.read_text(encoding="utf-8"))
     timings, layers = [], {}
@@ -522,7 +523,7 @@ def bench(args: argparse.Namespace, home: Path) -> dict:
             "select count(*) from base.base_people where in_register"
         ).fetchone()[0]
         marts = con.execute(
-            "select count(*) from duckdb_tables() where schema_name = 'marts'"
+            "select count(*) from information_schema.tables where table_schema = 'marts'"
         ).fetchone()[0]
     report = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),

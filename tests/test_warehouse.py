@@ -48,9 +48,10 @@ def current_residents(b: Built) -> str:
 
 
 def tables(con, database: str = "county", skip: tuple = ()) -> list[tuple[str, str]]:
+    """The tables and views a reader of the warehouse sees, by schema and name."""
     return con.execute(
-        "select schema_name, table_name from duckdb_tables() "
-        "where database_name = ? and not list_contains(?, schema_name) order by all",
+        "select table_schema, table_name from information_schema.tables "
+        "where table_catalog = ? and not list_contains(?, table_schema) order by all",
         [database, list(skip)],
     ).fetchall()
 
@@ -172,10 +173,12 @@ def test_an_incremental_build_keeps_the_comments_a_full_build_writes(built):
                 for schema, table, column, comment in con.execute(
                     "select schema_name, table_name, null, comment from duckdb_tables() "
                     "where database_name = current_database() and list_contains(?, schema_name) "
+                    "union all select schema_name, view_name, null, comment from duckdb_views() "
+                    "where database_name = current_database() and list_contains(?, schema_name) "
                     "union all select schema_name, table_name, column_name, comment "
                     "from duckdb_columns() where database_name = current_database() "
                     "and list_contains(?, schema_name)",
-                    [list(layers), list(layers)],
+                    [list(layers)] * 3,
                 ).fetchall()
             }
 
@@ -216,6 +219,67 @@ def test_an_incremental_model_whose_table_lost_a_column_fails_or_gets_it_back(
             "select column_name from duckdb_columns() where table_name = ?", [staged]
         ).fetchall()]  # fmt: skip
     assert "status" in columns
+
+
+def test_a_night_with_only_new_quality_results_refreshes_them_without_dbt(built, tmp_path):
+    """New quality results and nothing else: build() refreshes the quality staging tables from
+    the files (the scorecard mart is a view of one) without starting dbt, and records what it
+    wrote. dbt's build of the same files gives the same rows. A file whose columns changed is
+    left to dbt, which rebuilds its table with them."""
+    home = tmp_path / "home"
+    shutil.copytree(built.home, home)
+    where, database = paths(home), home / "warehouse" / warehouse.WAREHOUSE_FILE
+    scorecard = home / "lake" / "quality" / "scorecard.parquet"
+    mart, relations = "marts.mart_quality__scorecard", sorted(warehouse.QUALITY_MIRRORS)
+
+    def publish(sql: str) -> None:  # as etl.quality does: a new file renamed over the old
+        with duckdb.connect() as con:
+            con.execute(f"copy ({sql}) to '{scorecard}.tmp' (format parquet)")
+        os.replace(f"{scorecard}.tmp", scorecard)
+
+    def contents() -> dict:
+        with duckdb.connect(str(database), read_only=True) as con:
+            return {r: sorted(map(str, con.execute(f"from {r}").fetchall()))
+                    for r in [*relations, mart]}  # fmt: skip
+
+    # the next day's scorecard: every department's last day again, a day later
+    publish(
+        f"from '{scorecard}' union all select * replace (day + 1 as day) from '{scorecard}' "
+        f"where day = (select max(day) from '{scorecard}')"
+    )
+    assert warehouse.plan_build(where, database).quality_only
+    summary = warehouse.build(home, progress=None)
+    assert summary["mode"] == "quality results", summary
+    assert summary["nodes"] == {"mirrored": 2} and "dbt" not in summary["steps"]
+    mirrored = contents()
+    with duckdb.connect(str(database), read_only=True) as con:
+        for relation, file in warehouse.QUALITY_MIRRORS.items():
+            path = home / "lake" / file
+            differ = con.execute(
+                f"select count(*) from ((from {relation} except all from '{path}') union all "
+                f"(from '{path}' except all from {relation}))"
+            ).fetchone()[0]
+            assert differ == 0, relation
+        newest = con.execute(f"select max(date_day) from {mart}").fetchone()[0]
+        assert newest == con.execute(f"select max(day) from '{scorecard}'").fetchone()[0]
+        written = con.execute(
+            "select relations from _meta.builds order by built_at desc limit 1"
+        ).fetchone()[0]
+    assert json.loads(written) == relations
+    for relation in [*relations, mart]:
+        assert warehouse.build_of(database, relation) == summary["build_id"]
+    assert warehouse.plan_build(where, database).selectors == []
+
+    by_dbt = warehouse.build(home, select=warehouse.QUALITY_SELECTOR, progress=None)
+    assert by_dbt["mode"] == "incremental" and by_dbt["nodes"].get("success"), by_dbt
+    assert contents() == mirrored
+
+    publish(f"select *, 'a new column' as note from '{scorecard}'")
+    summary = warehouse.build(home, progress=None)
+    assert summary["mode"] == "incremental" and "dbt" in summary["steps"], summary
+    with duckdb.connect(str(database), read_only=True) as con:
+        notes = con.execute("select distinct note from staging.stg_quality__scorecard").fetchall()
+    assert notes == [("a new column",)]
 
 
 def test_build_of_a_relation_is_the_last_incremental_build_that_may_have_changed_it(tmp_path):
