@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import yaml
@@ -1205,32 +1205,41 @@ def build_of(path: Path, relation: str) -> str | None:
     None when no build id tells (a file not swapped in by ``build()``, a relation no build
     wrote): then whether the relation changed cannot be known. ``build()`` swaps a file whole,
     so a reader that finds the same build finds the relation as it was."""
+    stat = Path(path).stat()
+    kinds, builds = _builds_in(str(path), stat.st_ino, stat.st_mtime_ns)
+    kind = kinds.get(relation.lower())
+    if kind is None or builds is None:
+        return None
+    for build_id, relations in builds:
+        if kind == "VIEW" or relations is None or relation.lower() in relations:
+            return build_id
+    return None
+
+
+@lru_cache(maxsize=4)
+def _builds_in(path: str, inode: int, mtime_ns: int) -> tuple[dict, list | None]:
+    """A warehouse file's relations (``schema.name`` -> table type) and its builds, newest
+    first, with the relations each wrote (None: not recorded); None for the builds when the
+    file records no build ids. Read once per file as swapped in (its inode and mtime): the
+    uplinks ask for every resource, and each open of the file costs about 0.1 s."""
     import duckdb
 
-    relation = relation.lower()
-    schema, _, name = relation.partition(".")
-    with duckdb.connect(str(path), read_only=True) as con:
+    with duckdb.connect(path, read_only=True) as con:
+        kinds = dict(con.execute(
+            "select lower(table_schema || '.' || table_name), table_type "
+            "from information_schema.tables"
+        ).fetchall())  # fmt: skip
         columns = {c for (c,) in con.execute(
             "select column_name from information_schema.columns "
             "where table_schema = '_meta' and table_name = 'builds'"
         ).fetchall()}  # fmt: skip
         if "build_id" not in columns:
-            return None
-        kind = con.execute(
-            "select table_type from information_schema.tables "
-            "where lower(table_schema) = ? and lower(table_name) = ?",
-            [schema, name],
-        ).fetchone()
+            return kinds, None
         written = "relations" if "relations" in columns else "null"
         builds = con.execute(
             f"select build_id, {written} from _meta.builds order by built_at desc"
         ).fetchall()
-    if kind is None:
-        return None
-    for build_id, relations in builds:
-        if kind[0] == "VIEW" or relations is None or relation in json.loads(relations):
-            return build_id
-    return None
+    return kinds, [(b, None if r is None else set(json.loads(r))) for b, r in builds]
 
 
 def _out_of_memory(result) -> bool:
