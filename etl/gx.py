@@ -52,6 +52,7 @@ from great_expectations.render.renderer.renderer import renderer
 
 from etl import standards
 from etl.contracts import DatasetContract, load_profile, load_systems
+from etl.quality import DOCS_RUNS
 from etl.rules import CROSS_TITLES, STANDARD_TITLES, WARNING_TIERS, Rule, rules_for
 from etl.standards import StandardContext, divisions, gb11643, gb32100, phone
 from etl.validate import event_time_column
@@ -333,7 +334,12 @@ DOCS_SITE_CONFIG = {
     "class_name": "SiteBuilder",
     "show_how_to_buttons": False,
     "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": "../docs/"},
-    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    # the newest runs only: the index builder reads every result it lists, and a county
+    # stores a dozen a night
+    "site_index_builder": {
+        "class_name": "DefaultSiteIndexBuilder",
+        "validation_results_limit": DOCS_RUNS,
+    },
 }
 
 

@@ -228,7 +228,11 @@ def scorecard_rows(where: Paths) -> list[dict]:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def docs_runs(ledger: Ledger, limit: int = 200) -> list[dict]:
+# Data Docs show the newest runs: docs_runs hands over these, and the index lists as many
+DOCS_RUNS = 200
+
+
+def docs_runs(ledger: Ledger, limit: int = DOCS_RUNS) -> list[dict]:
     """The newest landed windows with their rule results, shaped for ``etl.gx.write_data_docs``.
     A window that read no row and failed no rule is left out: its page would say nothing (the
     ledger and the scorecard still count it), and a quiet night lands one for most datasets.

@@ -256,3 +256,21 @@ def test_a_later_night_renders_only_its_new_run_and_the_index_keeps_every_run(tm
     for path, written in stored.items():
         if "validations" in path.parts:
             assert path.stat().st_mtime_ns == written, f"{path} was written again"
+
+
+def test_the_index_lists_the_newest_runs_only(tmp_path, monkeypatch):
+    """The index lists the newest DOCS_RUNS runs (its builder reads every run it lists); the
+    older runs keep their pages."""
+    runs = [
+        {**run, "run_time": f"2026-11-02T0{hour}:30:00+08:00"}
+        for hour, run in enumerate(engine_runs(), start=1)
+    ]
+    newest = runs[-1]
+    assert len(runs) > 1
+    egx.write_data_docs(tmp_path, runs[:-1])  # the nights before
+    monkeypatch.setitem(egx.DOCS_SITE_CONFIG["site_index_builder"], "validation_results_limit", 1)
+    listing = egx.write_data_docs(tmp_path, runs).read_text(encoding="utf-8")
+    for run in runs:
+        (page,) = run_pages(tmp_path, run)
+        listed = page.relative_to(tmp_path / "quality" / "docs").as_posix() in listing
+        assert listed == (run is newest), run["dataset"]
