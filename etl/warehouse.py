@@ -1295,7 +1295,8 @@ def build(
 
     The new file starts as a copy of the current one, so incremental staging models read only
     new lake windows and snapshots add to their history; ``full_refresh`` rebuilds every model
-    from the lake but keeps snapshot history (the lake cannot give it back). If the HMAC key
+    from the lake but keeps snapshot history (the lake cannot give it back): it starts from a
+    new file holding the snapshots and the build log (``_carry_over``). If the HMAC key
     changed, only a full refresh may run, and it starts from an empty file. Any failing model
     or error-level test leaves the current warehouse untouched.
     An incremental build runs only what is downstream of the datasets with new windows and
@@ -1348,7 +1349,9 @@ def build(
             windows = _hand_over_windows(work, (plan and plan.windows) or sorted(lake_windows(p)))
             steps: dict[str, float] = {"plan": time.monotonic() - started}
             clock = time.monotonic()
-            if not fresh:
+            if full_refresh and not (fresh or select):
+                _carry_over(current, target)
+            elif not fresh:
                 shutil.copy2(current, target)
             steps["copy"] = time.monotonic() - clock
             build_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
@@ -1392,6 +1395,32 @@ def build(
     say(f"== warehouse: {current} swapped in ({summary['seconds']} s; {nodes})")
     summary["built_at"] = summary["built_at"].isoformat()
     return summary
+
+
+# What a full refresh cannot rebuild from the lake: the snapshots' history (it starts with the
+# first build) and the build log
+CARRIED_OVER = ("snapshots", "_meta")
+
+
+def _carry_over(current: Path, target: Path) -> None:
+    """Start a full refresh from a new file holding only the CARRIED_OVER schemas' tables of
+    the current one. Starting from a copy of the whole file left the blocks of every replaced
+    table free inside it: after each full refresh (every release) the file was twice the size
+    of its data, and every build's copy with it."""
+    import duckdb
+
+    with duckdb.connect(str(target)) as con:
+        quoted = str(current).replace("'", "''")
+        con.execute(f"attach '{quoted}' as previous (read_only)")
+        carried = con.execute(
+            "select schema_name, table_name from duckdb_tables() "
+            "where database_name = 'previous' and list_contains(?, schema_name)",
+            [list(CARRIED_OVER)],
+        ).fetchall()
+        for schema, table in carried:
+            con.execute(f'create schema if not exists "{schema}"')
+            con.execute(f'create table "{schema}"."{table}" as from previous."{schema}"."{table}"')
+        con.execute("detach previous")
 
 
 def _dbt_build(

@@ -56,6 +56,12 @@ def tables(con, database: str = "county", skip: tuple = ()) -> list[tuple[str, s
     ).fetchall()
 
 
+def copy_home(source: Path, target: Path) -> None:
+    """A copy of a data root. A build deletes the file it replaced on a thread
+    (warehouse._swap_in), which may still be running: its link is not copied."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".replaced-*"))
+
+
 # --------------------------------------------------------------------------- the builds
 
 
@@ -198,7 +204,7 @@ def test_an_incremental_model_whose_table_lost_a_column_fails_or_gets_it_back(
     staging model adds it back (append_new_columns); the same columns insert as before. dbt's
     error reaches stderr."""
     home = tmp_path / "home"
-    shutil.copytree(built.home, home)
+    copy_home(built.home, home)
     database = home / "warehouse" / warehouse.WAREHOUSE_FILE
     mart, staged = "mart_health__consultations_daily", "stg_civil_affairs__assistance"
     with duckdb.connect(str(database)) as con:
@@ -227,7 +233,7 @@ def test_a_night_with_only_new_quality_results_refreshes_them_without_dbt(built,
     wrote. dbt's build of the same files gives the same rows. A file whose columns changed is
     left to dbt, which rebuilds its table with them."""
     home = tmp_path / "home"
-    shutil.copytree(built.home, home)
+    copy_home(built.home, home)
     where, database = paths(home), home / "warehouse" / warehouse.WAREHOUSE_FILE
     scorecard = home / "lake" / "quality" / "scorecard.parquet"
     mart, relations = "marts.mart_quality__scorecard", sorted(warehouse.QUALITY_MIRRORS)
@@ -345,6 +351,35 @@ def test_a_build_compacts_a_table_only_once_its_deleted_rows_pass_a_share(tmp_pa
         assert con.execute("select count(*) from s.t").fetchone()[0] == live
 
 
+def test_a_full_refresh_keeps_the_history_in_a_file_without_the_replaced_blocks(built):
+    """A full refresh starts from a new file holding the snapshots and the build log of the
+    current one (the lake cannot give them back): every version the incremental builds
+    recorded is still there, and the file holds little but live blocks (a copy of the whole
+    file kept every replaced table's blocks free)."""
+    con = duckdb.connect()
+    con.execute(f"attach '{built.incremental}' as incremental (read_only)")
+    con.execute(f"attach '{built.current}' as rebuilt (read_only)")
+    history = tables(con, "incremental", ("staging", "intermediate", "base", "marts", "reference"))
+    assert {s for s, _ in history} == set(warehouse.CARRIED_OVER)
+    for schema, table in history:
+        if schema != "snapshots":
+            continue
+        versions, lost = con.execute(
+            f"select (select count(*) from incremental.{schema}.{table}), (select count(*) "
+            f"from (select dbt_scd_id from incremental.{schema}.{table} "
+            f"except select dbt_scd_id from rebuilt.{schema}.{table}))"
+        ).fetchone()
+        assert versions > 0 and lost == 0, (table, versions, lost)
+    before = {b for (b,) in con.execute("select build_id from incremental._meta.builds").fetchall()}
+    after = {b for (b,) in con.execute("select build_id from rebuilt._meta.builds").fetchall()}
+    assert before < after
+    (total, free) = con.execute(
+        "select total_blocks, free_blocks from pragma_database_size() "
+        "where database_name = 'rebuilt'"
+    ).fetchone()
+    assert free < 0.2 * total, (free, total)
+
+
 def test_full_rebuild_equals_the_incremental_builds(built):
     con = duckdb.connect()
     con.execute(f"attach '{built.incremental}' as incremental (read_only)")
@@ -389,7 +424,7 @@ def test_a_person_who_moves_town_moves_their_facts_from_the_month_of_the_move(bu
     another town in a new window, dated in the later month. The later month's figures change,
     the earlier month's do not, and the incremental build gives what a full rebuild gives."""
     home = tmp_path / "home"
-    shutil.copytree(built.home, home)
+    copy_home(built.home, home)
     lake = home / "lake" / "raw"
     con = duckdb.connect()
     moved_id, village, move_month = con.execute(
@@ -429,7 +464,7 @@ def test_a_person_who_moves_town_moves_their_facts_from_the_month_of_the_move(bu
     # the rebuild: a build after the county changed (here: its recorded fingerprint) is a
     # full refresh, since incremental models would keep what the old county computed
     rebuilt_home = tmp_path / "rebuilt"
-    shutil.copytree(home, rebuilt_home)
+    copy_home(home, rebuilt_home)
     with duckdb.connect(str(rebuilt_home / "warehouse" / warehouse.WAREHOUSE_FILE)) as stale:
         stale.execute(
             'update _meta.builds set inputs = json_merge_patch(inputs, \'{"reference": "old"}\')'
@@ -620,7 +655,7 @@ def test_the_grain_required_columns_and_known_codes_tests_find_their_rows(built,
     ``known_codes`` on every value outside its list or code table, and fails (the default
     error) on every unknown reference of a mart, one row per column."""
     home = tmp_path / "home"
-    shutil.copytree(built.home, home)
+    copy_home(built.home, home)
     database = home / "warehouse" / warehouse.WAREHOUSE_FILE
     mart, staged = (
         "marts.mart_health__consultations_by_level_daily",
@@ -676,7 +711,7 @@ def test_the_privacy_scan_finds_a_raw_id_number_or_phone(built, tmp_path):
     inside a longer run of digits is not one), and on a raw ID number in the profile of a
     person this build recomputed ('*': every person), not of one it left alone."""
     home = tmp_path / "home"
-    shutil.copytree(built.home, home)
+    copy_home(built.home, home)
     database = home / "warehouse" / warehouse.WAREHOUSE_FILE
     profile, staged = "marts.mart_profile__person", "staging.stg_civil_affairs__assistance"
     with duckdb.connect(str(database)) as con:
@@ -739,7 +774,7 @@ def test_an_incremental_build_is_memory_bounded_and_retried_without_the_bound(
     """An incremental build runs under DuckDB's default limit; one that runs out of memory
     there is built again without it, and the warehouse is swapped in all the same."""
     home = tmp_path / "home"
-    shutil.copytree(built.home, home)
+    copy_home(built.home, home)
     monkeypatch.delenv(warehouse.MEMORY_ENV, raising=False)
     monkeypatch.setattr(warehouse, "INCREMENTAL_MEMORY", "1MB")  # too little for any model
     said: list[str] = []
