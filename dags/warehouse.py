@@ -146,7 +146,7 @@ def _mart_rows(database: str, names: list[str]) -> dict[str, int]:
         found = {
             name
             for (name,) in con.execute(
-                "select table_name from duckdb_tables() where schema_name = 'marts'"
+                "select table_name from information_schema.tables where table_schema = 'marts'"
             ).fetchall()
         }
         count = 'select count(*) from marts."{}"'

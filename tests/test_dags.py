@@ -164,8 +164,10 @@ def test_warehouse_dag_builds_then_documents_and_emits_one_asset_per_mart(parsed
 
 @pytest.mark.airflow
 def test_warehouse_dag_runs_through_airflow(built, tmp_path):
-    """The built county's lake and warehouse, copied: the DAG builds (incrementally: nothing new
-    landed), swaps in, writes the docs, and emits every mart's asset with its row count."""
+    """The built county's lake and warehouse, copied: the DAG builds (nothing new landed, and
+    the quality files are new to the plan where they now lie: it refreshes the quality tables
+    without dbt), swaps in, writes the docs, and emits every mart's asset with its row count
+    (the scorecard's view too)."""
     home = tmp_path / "data"
     home.mkdir()
     shutil.copytree(built.home / "lake", home / "lake")
@@ -177,7 +179,7 @@ def test_warehouse_dag_runs_through_airflow(built, tmp_path):
 
     assert out["state"] == "success", out["traceback"]
     assert out["tasks"] == {"dbt_build": "success", "dbt_docs": "success"}
-    assert out["build"]["mode"] == "incremental"
+    assert out["build"]["mode"] == "quality results"
     assert Path(out["docs"]) == home / "warehouse" / "docs" / "static_index.html"
     assert Path(out["docs"]).exists()
     events = {e["name"]: e["extra"] for e in out["asset_events"]}
