@@ -8,6 +8,7 @@ because Airflow reads its configuration when it is first imported.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -186,3 +187,13 @@ def test_warehouse_dag_runs_through_airflow(built, tmp_path):
     assert sorted(events) == [f"countylake.mart.{m}" for m in MARTS]
     for mart in MARTS:
         assert events[f"countylake.mart.{mart}"]["rows"] == out["build"]["marts"][mart] > 0
+
+    # the next night brings new quality results only: the docs already show this warehouse
+    docs = Path(out["docs"]).stat().st_mtime_ns
+    scorecard = home / "lake" / "quality" / "scorecard.parquet"
+    os.utime(scorecard, ns=(scorecard.stat().st_atime_ns, scorecard.stat().st_mtime_ns + 10**9))
+    out = call(["warehouse", day(3).isoformat()], home)
+    assert out["state"] == "success", out["traceback"]
+    assert out["build"]["mode"] == "quality results"
+    assert out["tasks"] == {"dbt_build": "success", "dbt_docs": "skipped"}
+    assert Path(home / "warehouse" / "docs" / "static_index.html").stat().st_mtime_ns == docs
