@@ -296,7 +296,7 @@ def measure_build(home: Path, label: str) -> dict:
     clock = time.perf_counter()
     summary = warehouse.build(home, progress=None)
     seconds = time.perf_counter() - clock
-    # a build with nothing new, or new quality results only, runs no dbt
+    # a build with nothing new (new quality results are views' reads) runs no dbt
     results = {"results": [], "elapsed": 0.0}
     if "dbt" in summary.get("steps", {}):
         path = warehouse.build_results_path(home)

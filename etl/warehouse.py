@@ -948,21 +948,10 @@ class BuildPlan:
     reason: str
     windows: list[tuple[str, str, str]] | None = None  # the lake's windows the plan saw
 
-    @property
-    def quality_only(self) -> bool:
-        """Only the quality results are new: ``_mirror_quality`` can do without dbt."""
-        return self.selectors == [QUALITY_SELECTOR]
-
 
 PROJECT_FILES = ("*.yml", "*.sql", "*.csv", "*.py")
-# What is downstream of the quality results etl.quality publishes under the lake. The staging
-# models mirror the files row for row (models/staging/quality, select *), so _mirror_quality
-# can refresh them without dbt; the mart over them is a view.
+# What is downstream of the quality results etl.quality publishes under the lake
 QUALITY_SELECTOR = "source:lake_quality+"
-QUALITY_MIRRORS = {
-    "staging.stg_quality__rule_results": "quality/rule_results.parquet",
-    "staging.stg_quality__scorecard": "quality/scorecard.parquet",
-}
 
 
 def _digest(parts) -> str:
@@ -976,7 +965,7 @@ def _digest(parts) -> str:
 def input_fingerprints(p: Paths) -> dict[str, str]:
     """Fingerprints of what a build reads besides the landed windows: the dbt project (models,
     macros, seeds, snapshots, plugins), the county (vars and village table) and the quality
-    results ingestion rewrites after every window."""
+    results ingestion rewrites after every window (``_quality_fingerprint``)."""
     files = sorted(
         f
         for pattern in PROJECT_FILES
@@ -988,13 +977,25 @@ def input_fingerprints(p: Paths) -> dict[str, str]:
     villages = Path(county.pop("villages_csv")).read_bytes()
     del county["lake_root"]  # where the files are is not what they hold: a data root may move
     reference = _digest([json.dumps(county, sort_keys=True), villages])
+    return {"project": project, "reference": reference, "quality": _quality_fingerprint(p)}
+
+
+def _quality_fingerprint(p: Paths) -> str:
+    """What the quality models depend on. On a local lake they are views of the files
+    (macros/lake.sql, lake_file_materialization): rewritten results are there without a build,
+    which only a new or removed file, a file's new columns or a moved data root needs. On an
+    object store they are tables, rebuilt whenever a file changes."""
+    import duckdb
+
     fs, root = lake.filesystem(p)
-    quality = sorted(fs.glob(f"{root}/quality/*.parquet"))
-    stamps = [
-        (f, *(fs.info(f).get(k) for k in ("size", "mtime", "ETag", "LastModified")))
-        for f in quality
-    ]
-    return {"project": project, "reference": reference, "quality": _digest(stamps)}
+    files = sorted(fs.glob(f"{root}/quality/*.parquet"))
+    if p.lake_remote:
+        keys = ("size", "mtime", "ETag", "LastModified")
+        return _digest((f, *(fs.info(f).get(k) for k in keys)) for f in files)
+    with duckdb.connect() as con:  # the columns as a view binds them, from the footers
+        return _digest(
+            (f, con.execute("describe from read_parquet(?)", [f]).fetchall()) for f in files
+        )
 
 
 # A landed window's folder, window=HHMM (etl.land.window_key): not the window=HHMM.incoming
@@ -1047,9 +1048,9 @@ def _hand_over_windows(work: Path, windows: list[tuple[str, str, str]]) -> Path:
 
 def plan_build(p: Paths, current: Path) -> BuildPlan:
     """Compare the lake and the inputs with what the current warehouse was built from: a new
-    window selects its dataset's staging model and everything downstream of it, new quality
-    results the models downstream of them; a changed project or county rebuilds every node
-    (incrementally); nothing new, nothing to run."""
+    window selects its dataset's staging model and everything downstream of it, changed
+    quality files (``_quality_fingerprint``) the models downstream of them; a changed project
+    or county rebuilds every node (incrementally); nothing new, nothing to run."""
     import duckdb
 
     inputs = input_fingerprints(p)
@@ -1082,7 +1083,7 @@ def plan_build(p: Paths, current: Path) -> BuildPlan:
     if before.get("quality") != inputs["quality"]:
         selectors.append(QUALITY_SELECTOR)
     reason = f"{len(new)} dataset(s) with new windows" + (
-        ", new quality results" if QUALITY_SELECTOR in selectors else ""
+        ", changed quality files" if QUALITY_SELECTOR in selectors else ""
     )
     reason = reason if selectors else "nothing new in the lake"
     return BuildPlan(selectors, inputs, reason, windows=sorted(windows))
@@ -1300,7 +1301,7 @@ def build(
     changed, only a full refresh may run, and it starts from an empty file. Any failing model
     or error-level test leaves the current warehouse untouched.
     An incremental build runs only what is downstream of the datasets with new windows and
-    of new quality results (``plan_build``); with nothing new it returns at once, mode
+    of changed quality files (``plan_build``); with nothing new it returns at once, mode
     ``unchanged``, and the current file stays. A changed project or county (a new release, a
     changed village table or department name) makes it a full refresh.
     Returns paths, counts by node status, seconds and whether the files generated from the
@@ -1356,19 +1357,11 @@ def build(
             steps["copy"] = time.monotonic() - clock
             build_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
             clock = time.monotonic()
-            written = _mirror_quality(target, p) if plan and plan.quality_only else None
-            if written is not None:
-                mode, nodes = "quality results", {"mirrored": len(written)}
-                say(f"== warehouse: {', '.join(written)} refreshed from the quality results")
-                steps["mirror"] = time.monotonic() - clock
-            else:
-                mode = (
-                    "first build" if fresh else ("full refresh" if full_refresh else "incremental")
-                )
-                nodes, written = _dbt_build(
-                    p, target, mode, full_refresh, plan, select, build_id, windows, say
-                )
-                steps["dbt"] = time.monotonic() - clock
+            mode = "first build" if fresh else ("full refresh" if full_refresh else "incremental")
+            nodes, written = _dbt_build(
+                p, target, mode, full_refresh, plan, select, build_id, windows, say
+            )
+            steps["dbt"] = time.monotonic() - clock
             seconds = round(time.monotonic() - started, 2)
             summary = {
                 "warehouse": str(current),
@@ -1390,7 +1383,7 @@ def build(
                 say(f"== warehouse: compacted {', '.join(summary['compacted'])} (deleted rows)")
             _swap_in(target, current)
             steps["record and swap"] = time.monotonic() - clock
-            # where build()'s time went: plan, copy, dbt (or mirror), record and swap
+            # where build()'s time went: plan, copy, dbt, record and swap
             summary["steps"] = {k: round(v, 2) for k, v in steps.items()}
     say(f"== warehouse: {current} swapped in ({summary['seconds']} s; {nodes})")
     summary["built_at"] = summary["built_at"].isoformat()
@@ -1467,45 +1460,6 @@ def _dbt_build(
             "; ".join(problems[:5]) or "see " + str(_dbt_dir(p) / "logs" / "dbt.log"),
         )  # fmt: skip
     return nodes, _written(result)
-
-
-def _mirror_quality(database: Path, p: Paths) -> list[str] | None:
-    """Refresh the quality staging tables in ``database`` from the files ``etl.quality``
-    publishes, without dbt: each is the file's rows as they are (``select *``, see
-    QUALITY_MIRRORS), and the scorecard mart is a view of its table. On a night that brought
-    nothing else this is the whole build: a few milliseconds of writes (closing the file then
-    waits for the copy to reach the disk) against 5-7 s of importing and starting dbt for two
-    tables. Their tests run with the next dbt build. Returns the relations written,
-    or None when a file's columns are not its table's (``etl.quality`` changed them: dbt's
-    ``select *`` rebuilds the table) or a file or table is missing."""
-    import duckdb
-
-    fs, root = lake.filesystem(p)
-    with duckdb.connect(str(database)) as con:
-        lake.register(con, p)
-        con.execute("begin")
-        for relation, file in QUALITY_MIRRORS.items():
-            schema, table = relation.split(".")
-            path = lake.location(p, file)
-            if not fs.exists(f"{root}/{file}"):
-                con.execute("rollback")
-                return None
-            has = con.execute(
-                "select column_name, data_type from duckdb_columns() where database_name ="
-                " current_database() and schema_name = ? and table_name = ? order by column_index",
-                [schema, table],
-            ).fetchall()
-            brings = [
-                tuple(r[:2])
-                for r in con.execute("describe select * from read_parquet(?)", [path]).fetchall()
-            ]
-            if has != brings:
-                con.execute("rollback")
-                return None
-            con.execute(f"delete from {relation}")
-            con.execute(f"insert into {relation} select * from read_parquet(?)", [path])
-        con.execute("commit")
-    return sorted(QUALITY_MIRRORS)
 
 
 def _swap_in(built: Path, current: Path) -> None:

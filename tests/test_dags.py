@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+import duckdb
 import pytest
 from airflow_probe import call
 from ingest_helpers import day
@@ -165,10 +166,10 @@ def test_warehouse_dag_builds_then_documents_and_emits_one_asset_per_mart(parsed
 
 @pytest.mark.airflow
 def test_warehouse_dag_runs_through_airflow(built, tmp_path):
-    """The built county's lake and warehouse, copied: the DAG builds (nothing new landed, and
-    the quality files are new to the plan where they now lie: it refreshes the quality tables
-    without dbt), swaps in, writes the docs, and emits every mart's asset with its row count
-    (the scorecard's view too)."""
+    """The built county's lake and warehouse, copied: the DAG builds (nothing new landed, but
+    the quality views must read the files where they now lie), swaps in, writes the docs, and
+    emits every mart's asset with its row count (the scorecard's view too). A night that only
+    rewrote the quality results skips both tasks, and the scorecard shows them all the same."""
     home = tmp_path / "data"
     home.mkdir()
     shutil.copytree(built.home / "lake", home / "lake")
@@ -180,7 +181,8 @@ def test_warehouse_dag_runs_through_airflow(built, tmp_path):
 
     assert out["state"] == "success", out["traceback"]
     assert out["tasks"] == {"dbt_build": "success", "dbt_docs": "success"}
-    assert out["build"]["mode"] == "quality results"
+    assert out["build"]["mode"] == "incremental"
+    assert out["build"]["plan"] == "0 dataset(s) with new windows, changed quality files"
     assert Path(out["docs"]) == home / "warehouse" / "docs" / "static_index.html"
     assert Path(out["docs"]).exists()
     events = {e["name"]: e["extra"] for e in out["asset_events"]}
@@ -188,12 +190,22 @@ def test_warehouse_dag_runs_through_airflow(built, tmp_path):
     for mart in MARTS:
         assert events[f"countylake.mart.{mart}"]["rows"] == out["build"]["marts"][mart] > 0
 
-    # the next night brings new quality results only: the docs already show this warehouse
+    # the next night brings new quality results only: nothing to build, nothing to document
     docs = Path(out["docs"]).stat().st_mtime_ns
     scorecard = home / "lake" / "quality" / "scorecard.parquet"
-    os.utime(scorecard, ns=(scorecard.stat().st_atime_ns, scorecard.stat().st_mtime_ns + 10**9))
+    with duckdb.connect() as con:  # as etl.quality publishes: a new file renamed over the old
+        con.execute(
+            f"copy (from '{scorecard}' union all select * replace (day + 1 as day) "
+            f"from '{scorecard}' where day = (select max(day) from '{scorecard}')) "
+            f"to '{scorecard}.tmp' (format parquet)"
+        )
+    os.replace(f"{scorecard}.tmp", scorecard)
     out = call(["warehouse", day(3).isoformat()], home)
     assert out["state"] == "success", out["traceback"]
-    assert out["build"]["mode"] == "quality results"
-    assert out["tasks"] == {"dbt_build": "success", "dbt_docs": "skipped"}
+    assert out["tasks"] == {"dbt_build": "skipped", "dbt_docs": "skipped"}
     assert Path(home / "warehouse" / "docs" / "static_index.html").stat().st_mtime_ns == docs
+    database = home / "warehouse" / built.current.name
+    with duckdb.connect(str(database), read_only=True) as con:
+        shown = con.execute("select max(date_day) from marts.mart_quality__scorecard").fetchone()
+        published = con.execute(f"select max(day) from '{scorecard}'").fetchone()
+    assert shown == published and shown[0] is not None

@@ -108,8 +108,9 @@ def test_a_new_key_needs_a_full_refresh(built, monkeypatch):
 
 def test_a_build_runs_only_what_is_downstream_of_what_changed(built):
     """Nothing new since the last build: the next one runs nothing and keeps the file. A new
-    window selects its dataset's models and what is downstream; new quality results, the
-    models downstream of them. (The lake is put back as it was: other tests read it.)"""
+    window selects its dataset's models and what is downstream; rewritten quality results
+    nothing (the quality models are views of the files), a new quality file the models
+    downstream of them. (The lake is put back as it was: other tests read it.)"""
     where = paths(built.home)
     assert warehouse.plan_build(where, built.current).selectors == []
     before = built.current.stat().st_mtime_ns
@@ -122,6 +123,7 @@ def test_a_build_runs_only_what_is_downstream_of_what_changed(built):
     late = resident / "load_date=2099-01-01"
     scorecard = built.home / "lake" / "quality" / "scorecard.parquet"
     stamp = scorecard.stat()
+    another = scorecard.with_name("another_result.parquet")
     # a window being swapped in, as etl.land.publish builds it beside the window it replaces
     window = next(sorted(resident.glob("load_date=*"))[0].glob("window=*"))  # the first load
     swapping = window.with_name(window.name + ".incoming")
@@ -138,11 +140,15 @@ def test_a_build_runs_only_what_is_downstream_of_what_changed(built):
         assert plan.selectors == ["source:public_security.resident+"], plan
         os.utime(scorecard, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
         plan = warehouse.plan_build(where, built.current)
+        assert plan.selectors == ["source:public_security.resident+"]
+        shutil.copy2(scorecard, another)
+        plan = warehouse.plan_build(where, built.current)
         assert plan.selectors == ["source:public_security.resident+", "source:lake_quality+"]
     finally:
         shutil.rmtree(swapping, ignore_errors=True)
         shutil.rmtree(empty.parent, ignore_errors=True)
         shutil.rmtree(late, ignore_errors=True)
+        another.unlink(missing_ok=True)
         os.utime(scorecard, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert warehouse.plan_build(where, built.current).selectors == []
     # dbt's on-run-start lists the lake's windows with the same folder pattern
@@ -227,62 +233,54 @@ def test_an_incremental_model_whose_table_lost_a_column_fails_or_gets_it_back(
     assert "status" in columns
 
 
-def test_a_night_with_only_new_quality_results_refreshes_them_without_dbt(built, tmp_path):
-    """New quality results and nothing else: build() refreshes the quality staging tables from
-    the files (the scorecard mart is a view of one) without starting dbt, and records what it
-    wrote. dbt's build of the same files gives the same rows. A file whose columns changed is
-    left to dbt, which rebuilds its table with them."""
+def test_new_quality_results_show_in_the_warehouse_without_a_build(built, tmp_path):
+    """The quality models are views of the files ingestion publishes (on a local lake): a
+    night that only rewrote them has nothing to build, and the warehouse shows the new rows.
+    The views are rebuilt when they would go wrong: a moved data root (they name the files
+    where they lay) and a file with other columns."""
     home = tmp_path / "home"
     copy_home(built.home, home)
     where, database = paths(home), home / "warehouse" / warehouse.WAREHOUSE_FILE
     scorecard = home / "lake" / "quality" / "scorecard.parquet"
-    mart, relations = "marts.mart_quality__scorecard", sorted(warehouse.QUALITY_MIRRORS)
+    mart = "marts.mart_quality__scorecard"
 
     def publish(sql: str) -> None:  # as etl.quality does: a new file renamed over the old
         with duckdb.connect() as con:
             con.execute(f"copy ({sql}) to '{scorecard}.tmp' (format parquet)")
         os.replace(f"{scorecard}.tmp", scorecard)
 
-    def contents() -> dict:
+    def differences(relation: str, file: Path) -> int:
         with duckdb.connect(str(database), read_only=True) as con:
-            return {r: sorted(map(str, con.execute(f"from {r}").fetchall()))
-                    for r in [*relations, mart]}  # fmt: skip
+            return con.execute(
+                f"select count(*) from ((from {relation} except all from '{file}') union all "
+                f"(from '{file}' except all from {relation}))"
+            ).fetchone()[0]
+
+    moved = warehouse.plan_build(where, database)
+    assert moved.selectors == [warehouse.QUALITY_SELECTOR], moved.reason
+    summary = warehouse.build(home, progress=None)
+    assert summary["mode"] == "incremental" and summary["nodes"].get("success"), summary
 
     # the next day's scorecard: every department's last day again, a day later
     publish(
         f"from '{scorecard}' union all select * replace (day + 1 as day) from '{scorecard}' "
         f"where day = (select max(day) from '{scorecard}')"
     )
-    assert warehouse.plan_build(where, database).quality_only
-    summary = warehouse.build(home, progress=None)
-    assert summary["mode"] == "quality results", summary
-    assert summary["nodes"] == {"mirrored": 2} and "dbt" not in summary["steps"]
-    mirrored = contents()
+    assert warehouse.plan_build(where, database).selectors == []
+    assert warehouse.build(home, progress=None)["mode"] == "unchanged"
+    for relation, file in (
+        ("staging.stg_quality__scorecard", scorecard),
+        ("staging.stg_quality__rule_results", home / "lake" / "quality" / "rule_results.parquet"),
+    ):
+        assert differences(relation, file) == 0, relation
     with duckdb.connect(str(database), read_only=True) as con:
-        for relation, file in warehouse.QUALITY_MIRRORS.items():
-            path = home / "lake" / file
-            differ = con.execute(
-                f"select count(*) from ((from {relation} except all from '{path}') union all "
-                f"(from '{path}' except all from {relation}))"
-            ).fetchone()[0]
-            assert differ == 0, relation
         newest = con.execute(f"select max(date_day) from {mart}").fetchone()[0]
         assert newest == con.execute(f"select max(day) from '{scorecard}'").fetchone()[0]
-        written = con.execute(
-            "select relations from _meta.builds order by built_at desc limit 1"
-        ).fetchone()[0]
-    assert json.loads(written) == relations
-    for relation in [*relations, mart]:
-        assert warehouse.build_of(database, relation) == summary["build_id"]
-    assert warehouse.plan_build(where, database).selectors == []
-
-    by_dbt = warehouse.build(home, select=warehouse.QUALITY_SELECTOR, progress=None)
-    assert by_dbt["mode"] == "incremental" and by_dbt["nodes"].get("success"), by_dbt
-    assert contents() == mirrored
 
     publish(f"select *, 'a new column' as note from '{scorecard}'")
+    assert warehouse.plan_build(where, database).selectors == [warehouse.QUALITY_SELECTOR]
     summary = warehouse.build(home, progress=None)
-    assert summary["mode"] == "incremental" and "dbt" in summary["steps"], summary
+    assert summary["mode"] == "incremental" and summary["nodes"].get("success"), summary
     with duckdb.connect(str(database), read_only=True) as con:
         notes = con.execute("select distinct note from staging.stg_quality__scorecard").fetchall()
     assert notes == [("a new column",)]

@@ -1,8 +1,8 @@
 {#- 部门数据质量评分卡：每个部门每天的及时性、完整性、有效性、唯一性及综合得分，来自入湖校验 —
     the department data-quality scorecard per department and day (timeliness, completeness,
     validity, uniqueness, their mean), as the ingestion published it, for department heads and
-    the weekly brief. A view: etl.warehouse refreshes the table under it without dbt on a
-    night that brought only new quality results (_mirror_quality). -#}
+    the weekly brief. A view, as the staging model under it is on a local lake: the
+    results ingestion publishes show without a build (lake_file_materialization). -#}
 
 {{ config(materialized='view') }}
 
