@@ -8,7 +8,7 @@ How a window's range is chosen, so that reruns and catch-ups neither double nor 
   first time; ``append_id`` reads ids above the last committed id up to the current maximum;
   ``new_files`` reads files whose (name, SHA-256) was never landed; ``snapshot`` reads the whole
   table and compares it with the snapshot of the previous window to find inserts, updates and
-  deletes.
+  deletes, unless the database's digest of the table says it did not change (etl.snapshot).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class Staged:
     newest_data_at: str | None = None
     drift: list[dict] = field(default_factory=list)
     source_signature: dict = field(default_factory=dict)
+    source_fingerprint: str | None = None  # a snapshot's source digest (etl.snapshot)
     rows_read: int = 0
     rows_good: int = 0
     rows_quarantined: int = 0
@@ -150,13 +151,17 @@ def extract(
     try:
         staging.mkdir(parents=True, exist_ok=True)
         plan = plan_window(system, dataset, source, ledger, start, end, tz)
+        snapshot = dataset.incremental.strategy == "snapshot"
+        if plan is not None and snapshot:
+            from etl.snapshot import diff_with_previous, unchanged_at_source
+
+            if unchanged_at_source(where, staged, source, dataset):
+                plan = None
         if plan is not None:
             staged.cursor_lower, staged.cursor_upper = plan.lower, plan.upper
             staged.source_files = list(plan.files)
             _stream(source, dataset, plan, staged, where)
-            if dataset.incremental.strategy == "snapshot":
-                from etl.snapshot import diff_with_previous
-
+            if snapshot:
                 diff_with_previous(where, staged, dataset)
             else:
                 staged.rows_landed = staged.rows_good

@@ -216,45 +216,46 @@ def commit(staged: Staged, where: Paths | None = None) -> dict:
             target = state_dir(where, staged.system, staged.dataset)
             target.mkdir(parents=True, exist_ok=True)
             state.replace(target / state_name(staged.window_start))
-        numeric = staged.strategy == "append_id"
-        current = ledger.watermark(staged.system, staged.dataset)
-        mark = None
-        if staged.strategy in ("watermark", "append_id"):
-            mark = _newer(current, staged.cursor_upper, numeric)
         from etl.drift import remember
         from etl.quality import dataset_checks, publish_quality
 
-        checks, newest = dataset_checks(ledger, staged, dataset, tz)
-        data_files = [e for e in entries if e["path"].endswith(".parquet")]
-        counts = {
-            "rows_read": staged.rows_read,
-            "rows_landed": staged.rows_landed,
-            "rows_quarantined": staged.rows_quarantined,
-            "rows_unchanged": staged.rows_unchanged,
-            "rows_deleted": staged.rows_deleted,
-            "files_read": len(staged.source_files),
-            "files_quarantined": len(staged.bad_files),
-            "files_written": len(data_files),
-            "bytes": sum(e["bytes"] for e in data_files),
-            "partition_path": str(raw),
-            "error": "; ".join(f"{b['path']}: {b['error']}" for b in staged.bad_files) or None,
-            "newest_data_at": newest,
-        }
-        ledger.land(
-            staged.attempt_id,
-            staged.system,
-            staged.dataset,
-            mark,
-            datetime.fromisoformat(staged.window_start),
-            datetime.fromisoformat(staged.window_end),
-            [tuple(f) for f in staged.source_files],
-            counts,
-            staged.rule_results + checks,
-            staged.drift,
-        )
-        if staged.source_signature.get("types"):
-            remember(where, staged.system, staged.dataset, staged.source_signature)
-        publish_quality(where, ledger, tz)
+        with ledger.session():  # one attachment for the watermark, checks, close and publish
+            numeric = staged.strategy == "append_id"
+            current = ledger.watermark(staged.system, staged.dataset)
+            mark = None
+            if staged.strategy in ("watermark", "append_id"):
+                mark = _newer(current, staged.cursor_upper, numeric)
+            checks, newest = dataset_checks(ledger, staged, dataset, tz)
+            data_files = [e for e in entries if e["path"].endswith(".parquet")]
+            counts = {
+                "rows_read": staged.rows_read,
+                "rows_landed": staged.rows_landed,
+                "rows_quarantined": staged.rows_quarantined,
+                "rows_unchanged": staged.rows_unchanged,
+                "rows_deleted": staged.rows_deleted,
+                "files_read": len(staged.source_files),
+                "files_quarantined": len(staged.bad_files),
+                "files_written": len(data_files),
+                "bytes": sum(e["bytes"] for e in data_files),
+                "partition_path": str(raw),
+                "error": "; ".join(f"{b['path']}: {b['error']}" for b in staged.bad_files) or None,
+                "newest_data_at": newest,
+            }
+            ledger.land(
+                staged.attempt_id,
+                staged.system,
+                staged.dataset,
+                mark,
+                datetime.fromisoformat(staged.window_start),
+                datetime.fromisoformat(staged.window_end),
+                [tuple(f) for f in staged.source_files],
+                counts,
+                staged.rule_results + checks,
+                staged.drift,
+            )
+            if staged.source_signature.get("types"):
+                remember(where, staged.system, staged.dataset, staged.source_signature)
+            publish_quality(where, ledger, tz)
     except Exception as exc:
         ledger.fail(staged.attempt_id, str(exc))
         raise

@@ -234,9 +234,10 @@ DOCS_RUNS = 200
 
 def docs_runs(ledger: Ledger, limit: int = DOCS_RUNS) -> list[dict]:
     """The newest landed windows with their rule results, shaped for ``etl.gx.write_data_docs``.
-    A window that read no row and failed no rule is left out: its page would say nothing (the
-    ledger and the scorecard still count it), and a quiet night lands one for most datasets.
-    One that failed a rule (a stale source, too few rows) is kept."""
+    A window that landed and quarantined no row and failed no rule is left out: its page would
+    say nothing new (the ledger and the scorecard still count it), and a quiet night lands one
+    for every dataset, registers that did not change included. One that failed a rule (a stale
+    source, too few rows) is kept."""
     import json
 
     with ledger.connect() as con:
@@ -245,7 +246,7 @@ def docs_runs(ledger: Ledger, limit: int = DOCS_RUNS) -> list[dict]:
                        l.rows_read, list({{'rule_id': r.rule_id, 'severity': r.severity,
                        'checked': r.checked, 'failed': r.failed, 'reasons': r.reasons}})
                 FROM ({LATEST_LANDED}) l JOIN rule_results r USING (attempt_id)
-                GROUP BY ALL HAVING l.rows_read > 0 OR bool_or(r.failed > 0)
+                GROUP BY ALL HAVING l.rows_landed + l.rows_quarantined > 0 OR bool_or(r.failed > 0)
                 ORDER BY l.window_start DESC, l.system, l.dataset LIMIT ?""",
             [limit],
         )

@@ -42,9 +42,16 @@ class SignedServer:
     def host(self) -> str:
         return self._httpd.server_address[0]
 
+    # How often serve_forever looks for a shutdown: stop() waits for the next look, up to
+    # half a second at socketserver's default, a quarter of a night that brought nothing new.
+    POLL_SECONDS = 0.02
+
     def start(self):
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, daemon=True, name=f"{self.thread_name}-{self.port}"
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": self.POLL_SECONDS},
+            daemon=True,
+            name=f"{self.thread_name}-{self.port}",
         )
         self._thread.start()
         return self

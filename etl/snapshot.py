@@ -4,14 +4,20 @@ and keep only the changes (I inserted, U updated, D deleted at the source).
 The state of a snapshot is its keys and a row digest, one small Parquet file per landed window
 under ``state/snapshots``; the base of a window is the newest state of an earlier window, so a
 rerun of a window compares with the same base and gives the same changes.
+
+Most nights a register does not change. Where the database can digest its table (PostgreSQL,
+MySQL: ``SqlSource.fingerprint``), the state also keeps the digest taken before its read; a
+window whose digest is its base's reads nothing (``unchanged_at_source``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
-from etl.contracts import DatasetContract
+from etl.contracts import DatasetContract, load_profile
 from etl.duck import scratch
 from etl.settings import Paths
 from etl.validate import lake_schema
@@ -32,6 +38,61 @@ def base_state(where: Paths, system: str, dataset: str, window_start: str) -> Pa
         p for p in state_dir(where, system, dataset).glob("*.parquet") if p.name < mine
     )
     return earlier[-1] if earlier else None
+
+
+# the key of the source's fingerprint in a state file's Parquet metadata
+FINGERPRINT_KEY = "source_fingerprint"
+
+
+def unchanged_at_source(where: Paths, staged, source, dataset: DatasetContract) -> bool:
+    """Take the source's fingerprint for this window into ``staged`` (before the read, so that
+    a change during the read makes the next one differ); True when it is the one the base
+    state was read at, counting the register's rows as read and unchanged: nothing to read.
+
+    The fingerprint covers how the rows are judged too (``_judgement``): another contract,
+    county profile or release may judge the same rows differently, so it reads them again."""
+    taken = getattr(source, "fingerprint", lambda: None)()  # files and APIs have none
+    if taken is None:
+        return False
+    rows, digest = taken
+    staged.source_fingerprint = f"{_judgement(dataset)}:{rows}:{digest}"
+    base = base_state(where, staged.system, staged.dataset, staged.window_start)
+    if base is None or _fingerprint_of(base) != staged.source_fingerprint:
+        return False
+    staged.rows_read = staged.rows_unchanged = rows
+    return True
+
+
+# what judges a row besides its contract: the validator and the standards it applies
+JUDGING_CODE = ("validate.py", "rules.py", "standards/*.py")
+
+
+def _judgement(dataset: DatasetContract) -> str:
+    """A digest of what the rows of ``dataset`` are judged by: its contract, the county
+    profile (divisions, area codes) with its village table, and the validating code."""
+    profile = load_profile()
+    table = profile.villages_path
+    parts = [
+        dataset.model_dump_json(),
+        profile.model_dump_json(),
+        *_judging_files(table, table.stat().st_mtime_ns),
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=4)
+def _judging_files(table: Path, _mtime_ns: int) -> tuple[str, ...]:
+    """The validating code and the village table, read once per process (and table version)."""
+    package = Path(__file__).parent
+    code = sorted(f for pattern in JUDGING_CODE for f in package.glob(pattern))
+    return tuple(f.read_text(encoding="utf-8") for f in [*code, table])
+
+
+def _fingerprint_of(state: Path) -> str | None:
+    import pyarrow.parquet as pq
+
+    found = (pq.read_metadata(state).metadata or {}).get(FINGERPRINT_KEY.encode())
+    return found.decode() if found else None
 
 
 def _lit(path: Path) -> str:
@@ -79,9 +140,14 @@ def diff_with_previous(where: Paths, staged, dataset: DatasetContract) -> None:
             f"count(*) FILTER (WHERE _op = 'D') "
             f"FROM read_parquet({_lit(changes)})"
         ).fetchone()
+        fingerprint = (
+            f", KV_METADATA {{{FINGERPRINT_KEY}: '{staged.source_fingerprint}'}}"
+            if staged.source_fingerprint
+            else ""
+        )
         con.execute(
             f"COPY (SELECT {', '.join(keys)}, _digest FROM cur) TO "
-            f"{_lit(staged.dir / 'snapshot_state.parquet')} (FORMAT parquet)"
+            f"{_lit(staged.dir / 'snapshot_state.parquet')} (FORMAT parquet{fingerprint})"
         )
     finally:
         con.close()

@@ -774,12 +774,9 @@ def dbt_vars(where: Paths | str | Path | None = None) -> dict:
     """The county and the data root as dbt vars (nothing county-specific lives in SQL)."""
     p = _paths(where)
     profile = load_profile()
-    villages = (profile.path.parent if profile.path else REPO_ROOT / "schemas") / (
-        profile.villages_table
-    )
     return {
         "lake_root": p.lake_root,
-        "villages_csv": str(villages),
+        "villages_csv": str(profile.villages_path),
         "county": {
             "code": profile.code,
             "name": profile.name,

@@ -302,10 +302,10 @@ def test_quality_command_builds_data_docs(home, day1, capsys):
     assert "public_security.resident" in index.read_text(encoding="utf-8")
 
 
-def test_data_docs_leave_out_windows_that_read_no_row_and_failed_no_rule(home, day1, monkeypatch):
-    """The night after day 1 with nothing new at the sources: its windows that read no row
-    and failed no rule get no Data Docs page; the rest (a register read whole, a stale
-    source) do."""
+def test_data_docs_leave_out_windows_that_kept_no_row_and_failed_no_rule(home, day1, monkeypatch):
+    """The night after day 1 with nothing new at the sources: its windows that landed and
+    quarantined no row and failed no rule get no Data Docs page; the rest (a register read
+    whole that quarantines its bad rows again, a stale source) do."""
     from etl.quality import docs_runs
     from etl.settings import paths
 
@@ -319,7 +319,11 @@ def test_data_docs_leave_out_windows_that_read_no_row_and_failed_no_rule(home, d
             "and attempt_id in (select unnest(?))",
             [[r["attempt_id"] for r in night.values()]],
         ).fetchall()}  # fmt: skip
-    quiet = {name for name, r in night.items() if r["rows_read"] == 0 and name not in failed}
+    quiet = {
+        name
+        for name, r in night.items()
+        if r["rows_landed"] + r["rows_quarantined"] == 0 and name not in failed
+    }
     assert quiet and len(quiet) < len(night), (quiet, night)
     shown = {f"{r['system']}.{r['dataset']}" for r in docs_runs(ledger)
              if r["attempt_id"] in {n["attempt_id"] for n in night.values()}}  # fmt: skip

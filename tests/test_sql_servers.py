@@ -92,3 +92,64 @@ def test_postgres_type_catalogue_is_read_once_per_process_and_url():
         os._exit(0)
     os.waitpid(child, 0)
     assert os.read(read, 2) == b"ok"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("target", "port"), [("postgres", 5432), ("mariadb", 3306)])
+def test_a_register_the_database_digests_as_unchanged_is_not_read_again(
+    home, schemas, target, port
+):
+    """The household register on a server: the first window reads it whole; the next, with
+    the table as it was, takes the database's digest of it, finds it equal to the one taken
+    before that read and reads nothing (every row counted as read and unchanged). Another
+    contract reads it whole again, since it may judge the rows otherwise. A changed row, even
+    one whose address becomes NULL, changes the digest: the next window lands that row."""
+    require_server(port, target)
+    import sqlalchemy
+
+    from etl.contracts import find_dataset
+    from etl.settings import paths
+    from etl.sources import open_source
+    from etl.sources.sql import database_url
+
+    simulate(home, scale=SIM_SCALE, days=1, seed=SIM_SEED, target=target)
+    only = {"public_security.household"}
+
+    def window(n: int) -> dict:
+        results, errors = run_day(n, only)
+        assert errors == {}
+        return results["public_security.household"]
+
+    first = window(1)
+    total = first["rows_read"]
+    assert total > first["rows_quarantined"] > 0
+    skipped = window(2)
+    assert (skipped["rows_read"], skipped["rows_unchanged"]) == (total, total)
+    assert (skipped["rows_landed"], skipped["rows_quarantined"]) == (0, 0)
+
+    contract = schemas / "systems" / "public_security" / "household.yaml"
+    text = contract.read_text(encoding="utf-8")
+    allowed = "values: [家庭户, 集体户]"
+    contract.write_text(text.replace(allowed, allowed.replace("]", ", 寄住户]")))
+    reread = window(3)
+    assert reread["rows_read"] == total and reread["rows_quarantined"] > 0, reread
+    assert window(4)["rows_quarantined"] == 0
+
+    system, dataset = find_dataset("public_security", "household")
+    source = open_source(system, dataset, paths(home))
+    digest = source.fingerprint()
+    assert digest[0] == total and source.fingerprint() == digest
+    url = database_url(source.url).replace("postgresql://", "postgresql+psycopg://")
+    engine = sqlalchemy.create_engine(url.replace("mysql://", "mysql+pymysql://"))
+    with engine.begin() as con:
+        changed = con.execute(sqlalchemy.text(
+            "UPDATE household SET address = NULL WHERE household_id = "
+            "(SELECT min(household_id) FROM (SELECT household_id FROM household "
+            "WHERE address IS NOT NULL) AS h)"
+        ))  # fmt: skip
+        assert changed.rowcount == 1
+    engine.dispose()
+    assert source.fingerprint()[0] == total and source.fingerprint() != digest
+
+    landed = window(5)
+    assert landed["rows_read"] == total and landed["rows_landed"] == 1, landed

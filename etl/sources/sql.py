@@ -185,6 +185,34 @@ class SqlSource:
         value = result.column(0)[0].as_py()
         return None if value is None else str(value)
 
+    def fingerprint(self) -> tuple[int, str] | None:
+        """(rows, digest) of the table's content, computed by the database without sending
+        it: the sum of a 64-bit hash of every row's columns (those ``read`` reads, each quoted,
+        so that NULL and 'NULL' differ). 60 ms for the county's 130,000 households against
+        0.5 s to read and compare them (etl.snapshot.unchanged_at_source). None where the
+        database has no hash function (SQLite) or the columns break the contract (the read
+        says why)."""
+        if self.url.startswith("sqlite"):
+            return None
+        columns, error = columns_to_read(self.dataset, self.source_columns(), ReadReport())
+        if error:
+            return None
+        if self.url.startswith("postgresql"):
+            row = ", ".join(f"quote_nullable({self._q(c)})" for c in columns)
+            digest = f"cast(sum(hashtextextended(concat_ws(',', {row}), 0)) as text)"
+        else:  # MySQL and MariaDB: QUOTE gives NULL unquoted
+            row = ", ".join(f"quote({self._q(c)})" for c in columns)
+            digest = (  # as text: connectorx cannot take the sum's decimal scale
+                "cast(sum(cast(conv(left(md5(concat_ws(',', "
+                + row
+                + ")), 16), 16, 10) as unsigned)) as char)"
+            )
+        result = self._run(
+            f"SELECT count(*) AS n, {digest} AS h FROM {self._q(self.table)}", "digesting the table"
+        )
+        rows, total = (result.column(i)[0].as_py() for i in range(2))
+        return int(rows), str(total)
+
     def query(self, plan: ReadPlan, columns: list[str]) -> str:
         """The SELECT that reads ``plan``'s range of ``columns`` (the benchmark reuses it)."""
         q = self._q

@@ -288,9 +288,11 @@ def _deliver_locked(exchange, resource, where: Paths, transport, sleep) -> dict:
     state = UplinkState(where)
     own = transport is None
     try:
-        transport = transport or make_transport(exchange, resource, where)
+        # the transport (an HTTP client's TLS context, 10-20 ms) only once there is something
+        # to ask or send: most nights a resource's build is already delivered
         row = state.in_flight(exchange.exchange, resource.resource)
         if row and row["status"] != "built":
+            transport = transport or make_transport(exchange, resource, where)
             done = _ask_receipt(transport, state, row)
             if done:
                 return summary(exchange, resource, done)
@@ -301,6 +303,7 @@ def _deliver_locked(exchange, resource, where: Paths, transport, sleep) -> dict:
             row = _build(exchange, resource, where, state, version)
             if row is None:
                 return _unchanged(exchange, resource, state, mart_read=True)
+        transport = transport or make_transport(exchange, resource, where)
         package = Package(Path(row["path"]))
         policy = exchange.retry
         delay = policy.backoff_s
