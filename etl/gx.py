@@ -414,10 +414,51 @@ def write_data_docs(home: Path | str, runs: list[dict]) -> Path:
     them): each run is stored as a validation result of its dataset's suite in a file context
     under ``<home>/quality/gx`` and rendered under ``<home>/quality/docs``. A landed attempt's
     results never change, so only runs not yet stored, suites whose rules changed and the
-    index are rendered; with neither, nothing is. Runs of datasets no longer in the contracts
+    index are rendered; with neither, nothing is, and GX is not even started (``rendered.json``
+    keeps what the docs were last built from). Runs of datasets no longer in the contracts
     are skipped. Returns the index page."""
     root = Path(home) / "quality"
     index = root / "docs" / "index.html"
+    datasets = {suite_name(d): d for s in load_systems() for d in s.datasets}
+    rendered = root / "gx" / "rendered.json"  # per suite what made it; the runs stored
+    before = json.loads(rendered.read_text()) if rendered.exists() and index.exists() else {}
+    now = {name: _suite_digest(dataset) for name, dataset in datasets.items()}
+    shown = [r for r in runs if f"{r['system']}.{r['dataset']}" in datasets]
+    stored = set(before.get("runs", []))
+    new_runs = [r for r in shown if r["attempt_id"] not in stored]
+    new_suites = [name for name in now if before.get("suites", {}).get(name) != now[name]]
+    if new_runs or new_suites:
+        _render(root, {name: datasets[name] for name in new_suites}, datasets, new_runs)
+    rendered.parent.mkdir(parents=True, exist_ok=True)
+    runs_now = sorted(r["attempt_id"] for r in shown)
+    rendered.write_text(json.dumps({"suites": now, "runs": runs_now}))
+    return index
+
+
+def _suite_digest(dataset: DatasetContract) -> str:
+    """What a dataset's suite is made of: its contract, the county profile and the code that
+    turns rules into expectations (building and serialising the suites took 0.2 s)."""
+    import hashlib
+
+    parts = [dataset.model_dump_json(), load_profile().model_dump_json(), *_suite_code()]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+@cache
+def _suite_code() -> tuple[str, ...]:
+    package = Path(__file__).parent
+    sources = [package / "gx.py", package / "rules.py"]
+    return (gx.__version__, *(f.read_text(encoding="utf-8") for f in sources))
+
+
+def _render(
+    root: Path,
+    changed_suites: dict[str, DatasetContract],
+    datasets: dict[str, DatasetContract],
+    runs: list[dict],
+) -> None:
+    """Store the changed suites and the new runs in the file context, and build their pages
+    and the index."""
     context = gx.get_context(mode="file", project_root_dir=root)
     sites = context.list_data_docs_sites()
     for name in set(sites) - {DOCS_SITE}:
@@ -426,21 +467,16 @@ def write_data_docs(home: Path | str, runs: list[dict]) -> Path:
         context.update_data_docs_site(DOCS_SITE, DOCS_SITE_CONFIG)
     else:
         context.add_data_docs_site(DOCS_SITE, DOCS_SITE_CONFIG)
-
-    suites = {suite_name(d): suite_for(d) for s in load_systems() for d in s.datasets}
-    rendered_suites = root / "gx" / "suites.rendered.json"  # suite name -> its JSON, last built
-    before = json.loads(rendered_suites.read_text()) if rendered_suites.exists() else {}
-    now = {name: json.dumps(suite.to_json_dict(), sort_keys=True) for name, suite in suites.items()}
     changed: list = []
-    for name, suite in suites.items():
-        if before.get(name) != now[name] or not index.exists():
-            context.suites.add_or_update(suite)
-            changed.append(ExpectationSuiteIdentifier(name=suite.name))
+    for dataset in changed_suites.values():
+        suite = suite_for(dataset)
+        context.suites.add_or_update(suite)
+        changed.append(ExpectationSuiteIdentifier(name=suite.name))
     store = context.validation_results_store
+    suites: dict[str, gx.ExpectationSuite] = {}
     for run in runs:
-        suite = suites.get(f"{run['system']}.{run['dataset']}")
-        if suite is None:
-            continue
+        name = f"{run['system']}.{run['dataset']}"
+        suite = suites.get(name) or suites.setdefault(name, suite_for(datasets[name]))
         run_id = RunIdentifier(
             run_name=run["attempt_id"], run_time=datetime.fromisoformat(run["run_time"])
         )
@@ -450,11 +486,6 @@ def write_data_docs(home: Path | str, runs: list[dict]) -> Path:
             run_id=run_id,
             batch_identifier=window.strftime("window-%Y%m%dT%H%M%SZ"),  # no "+": it is a URL
         )
-        if store.has_key(key) and index.exists():
-            continue
         store.set(key, _validation_result(suite, run, run_id))
         changed.append(key)
-    if changed:
-        context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=changed)
-    rendered_suites.write_text(json.dumps(now, ensure_ascii=False))
-    return index
+    context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=changed)

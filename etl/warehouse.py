@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import glob
 import hashlib
 import hmac
 import json
@@ -1008,8 +1007,8 @@ def lake_windows(p: Paths) -> dict[tuple[str, str, str], list[str]]:
     if p.lake_remote:
         fs, root = lake.filesystem(p)
         files = fs.glob(f"{root}/{pattern}")
-    else:  # the standard library lists a local folder several times faster than fsspec
-        files = glob.glob(f"{glob.escape(str(p.lake))}/{pattern}")
+    else:
+        files = _local_window_files(p.lake / "raw")
     found: dict[tuple[str, str, str], list[str]] = {}
     for path in files:
         parts = _WINDOW_PATH.search(str(path))
@@ -1017,6 +1016,33 @@ def lake_windows(p: Paths) -> dict[tuple[str, str, str], list[str]]:
             system, dataset, load_date, window = parts.groups()
             found.setdefault((system, dataset, f"{load_date}/{window}"), []).append(str(path))
     return found
+
+
+_WINDOW_NAME = re.compile(r"window=[0-9]{4}")  # WINDOW_FOLDER as a regular expression
+
+
+def _local_window_files(raw: Path) -> Iterator[str]:
+    """What ``raw/*/*/load_date=*/window=HHMM/*.parquet`` matches under a local lake, by
+    ``os.scandir``: ``glob`` spent 0.2 s matching patterns over the 12,000 folders of two
+    years of windows (fsspec's glob is slower still)."""
+
+    def entries(path: str, folders: bool):
+        try:
+            with os.scandir(path) as found:
+                return [e for e in found if not e.name.startswith(".") and e.is_dir() == folders]
+        except FileNotFoundError:  # no lake yet, or a window swapped out meanwhile
+            return []
+
+    for system in entries(str(raw), True):
+        for dataset in entries(system.path, True):
+            for day in entries(dataset.path, True):
+                if not day.name.startswith("load_date="):
+                    continue
+                for window in entries(day.path, True):
+                    if _WINDOW_NAME.fullmatch(window.name):
+                        for file in entries(window.path, False):
+                            if file.name.endswith(".parquet"):
+                                yield file.path
 
 
 def _holds_rows(p: Paths, files: list[str]) -> bool:

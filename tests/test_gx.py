@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -256,6 +257,24 @@ def test_a_later_night_renders_only_its_new_run_and_the_index_keeps_every_run(tm
     for path, written in stored.items():
         if "validations" in path.parts:
             assert path.stat().st_mtime_ns == written, f"{path} was written again"
+
+
+def test_a_night_with_no_new_run_does_not_start_gx(tmp_path, monkeypatch):
+    """The same runs again and the same contracts: the docs stay as they are, and no GX
+    context is even opened; after the docs folder is lost, they are built again."""
+    runs = engine_runs()
+    index = egx.write_data_docs(tmp_path, runs)
+    built = index.stat().st_mtime_ns
+
+    def no_context(**_kwargs):
+        raise AssertionError("GX started for nothing new")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(egx.gx, "get_context", no_context)
+        assert egx.write_data_docs(tmp_path, runs) == index
+    assert index.stat().st_mtime_ns == built
+    shutil.rmtree(index.parent)
+    assert egx.write_data_docs(tmp_path, runs).exists()
 
 
 def test_the_index_lists_the_newest_runs_only(tmp_path, monkeypatch):
