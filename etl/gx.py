@@ -440,7 +440,11 @@ def _suite_digest(dataset: DatasetContract) -> str:
     turns rules into expectations (building and serialising the suites took 0.2 s)."""
     import hashlib
 
-    parts = [dataset.model_dump_json(), load_profile().model_dump_json(), *_suite_code()]
+    parts = [
+        dataset.model_dump_json(exclude={"path"}),  # not where the release lies
+        load_profile().model_dump_json(exclude={"path"}),
+        *_suite_code(),
+    ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 

@@ -73,8 +73,8 @@ def _judgement(dataset: DatasetContract) -> str:
     profile = load_profile()
     table = profile.villages_path
     parts = [
-        dataset.model_dump_json(),
-        profile.model_dump_json(),
+        dataset.model_dump_json(exclude={"path"}),  # not where the release lies
+        profile.model_dump_json(exclude={"path"}),
         *_judging_files(table, table.stat().st_mtime_ns),
     ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]

@@ -66,8 +66,8 @@ def test_postgres_numeric_and_json_arrive_as_plain_text():
 
 @pytest.mark.integration
 def test_postgres_type_catalogue_is_read_once_per_process_and_url():
-    """ADBC's database (the server's type catalogue) is opened once per URL and process; each
-    query still gets a connection of its own, and a forked child opens its own database."""
+    """ADBC's database is opened once per URL and process; each query still gets a
+    connection of its own, and a forked child opens its own database."""
     require_server(5432, "postgres")
     import os
     import signal
@@ -76,22 +76,53 @@ def test_postgres_type_catalogue_is_read_once_per_process_and_url():
 
     url = "postgresql://postgres@127.0.0.1:5432/postgres"
     first = sql.stream_query(url, "SELECT 1 AS n").read_all()
-    database = sql._DATABASES[(os.getpid(), url)]
+    database = sql._DATABASES[(os.getpid(), url, "builtin")]
     second = sql.stream_query(url, "SELECT pg_backend_pid() AS pid").read_all()
     third = sql.stream_query(url, "SELECT pg_backend_pid() AS pid").read_all()
     assert first.to_pylist() == [{"n": 1}]
-    assert sql._DATABASES[(os.getpid(), url)] is database
+    assert sql._DATABASES[(os.getpid(), url, "builtin")] is database
     assert second.column("pid")[0] != third.column("pid")[0]  # a new session per query
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # the child must not use its parent's database
         signal.alarm(30)  # a child stuck on a lock inherited through fork dies, never hangs
         rows = sql.stream_query(url, "SELECT 2 AS n").read_all().to_pylist()
-        mine = sql._DATABASES.get((os.getpid(), url)) is not None
+        mine = sql._DATABASES.get((os.getpid(), url, "builtin")) is not None
         os.write(write, b"ok" if rows == [{"n": 2}] and mine else b"no")
         os._exit(0)
     os.waitpid(child, 0)
     assert os.read(read, 2) == b"ok"
+
+
+@pytest.mark.integration
+def test_a_postgres_type_the_driver_does_not_know_is_read_through_the_server_catalogue():
+    """ADBC maps PostgreSQL's own types from a table built into the driver, without reading
+    the server's catalogue. A department's enum is not in it: the query runs again with the
+    catalogue, and the enum arrives as its labels, as text."""
+    require_server(5432, "postgres")
+    import uuid
+
+    import psycopg
+
+    from etl.sources import sql
+
+    url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(f"CREATE TYPE {name}_state AS ENUM ('在业', '注销')")
+        con.execute(f"CREATE TABLE {name} (state {name}_state, tags int[], n int)")
+        con.execute(f"INSERT INTO {name} VALUES ('注销', '{{1,2}}', 7)")
+    try:
+        plain = sql.stream_query(url, f"SELECT n FROM {name}").read_all()
+        assert plain.to_pylist() == [{"n": 7}] and url not in sql._SERVER_TYPES
+        table = sql.stream_query(url, f"SELECT * FROM {name}").read_all()
+        assert table.to_pylist() == [{"state": "注销", "tags": [1, 2], "n": 7}]
+        assert url in sql._SERVER_TYPES
+    finally:
+        sql._SERVER_TYPES.discard(url)
+        with psycopg.connect(url, autocommit=True) as con:
+            con.execute(f"DROP TABLE {name}")
+            con.execute(f"DROP TYPE {name}_state")
 
 
 @pytest.mark.integration

@@ -60,25 +60,33 @@ def stream_query(url: str, query: str, batch_rows: int = BATCH_ROWS) -> pa.Recor
     return cx.read_sql(url, query, return_type="arrow_stream", batch_size=batch_rows)
 
 
-# ADBC databases by (process, URL): opening one reads the server's type catalogue (~35 ms, a
-# connection of its own); a connection from it is then a plain libpq connect. A process that
-# extracts several tables of a system (``countylake run``, a Celery worker) opens it once.
-_DATABASES: dict[tuple[int, str], object] = {}
+# ADBC databases by (process, URL, type resolver): a connection from one is a plain libpq
+# connect. A process that extracts several tables of a system (``countylake run``, a Celery
+# worker) opens each once.
+_DATABASES: dict[tuple[int, str, str], object] = {}
+# How ADBC maps PostgreSQL's type OIDs to Arrow. "builtin": from a table built into the driver,
+# which knows PostgreSQL's own types. "server": from the server's catalogue, read when the
+# database opens (~40 ms, most of a small table's read, once per database and process). A
+# column of a type the table does not know (an enum, a composite or an extension's type)
+# arrives as opaque bytes; its query is run again on a database that asked the server, and
+# so is every later query to that URL in the process.
+_SERVER_TYPES: set[str] = set()
+RESOLVER_OPTION = "adbc.postgresql.type_resolver_mode"
 
 
-def _adbc_database(url: str):
+def _adbc_database(url: str, resolver: str):
     import adbc_driver_postgresql
 
-    key = (os.getpid(), url)  # a forked child opens its own
+    key = (os.getpid(), url, resolver)  # a forked child opens its own
     if key not in _DATABASES:
         if not _DATABASES:
             atexit.register(_close_databases)
-        _DATABASES[key] = adbc_driver_postgresql.connect(url)
+        _DATABASES[key] = adbc_driver_postgresql.connect(url, db_kwargs={RESOLVER_OPTION: resolver})
     return _DATABASES[key]
 
 
 def _close_databases() -> None:
-    for (pid, _), database in list(_DATABASES.items()):
+    for (pid, *_), database in list(_DATABASES.items()):
         if pid == os.getpid():
             database.close()
     _DATABASES.clear()
@@ -89,20 +97,13 @@ def _postgres_stream(url: str, query: str) -> pa.RecordBatchReader:
 
     Through the driver manager's own objects rather than its DB-API module, which imports
     pyarrow.dataset and pandas (most of a second on every first extraction in a process)."""
-    import adbc_driver_manager
-
-    opened = [adbc_driver_manager.AdbcConnection(_adbc_database(url))]
-    try:
-        opened.append(adbc_driver_manager.AdbcStatement(opened[-1]))
-        statement = opened[-1]
-        statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": BATCH_BYTES})
-        statement.set_sql_query(query)
-        stream, _ = statement.execute_query()
-        reader = pa.RecordBatchReader._import_from_c(stream.address)
-    except BaseException:
+    resolver = "server" if url in _SERVER_TYPES else "builtin"
+    reader, opened = _execute(url, query, resolver)
+    if resolver == "builtin" and _unknown_types(reader.schema):
+        reader.close()
         _close(opened)
-        raise
-
+        _SERVER_TYPES.add(url)
+        reader, opened = _execute(url, query, "server")
     schema = pa.schema([_storage_field(f) for f in reader.schema])
 
     def batches():
@@ -116,6 +117,32 @@ def _postgres_stream(url: str, query: str) -> pa.RecordBatchReader:
             _close(opened)
 
     return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _execute(url: str, query: str, resolver: str) -> tuple[pa.RecordBatchReader, list]:
+    import adbc_driver_manager
+
+    opened = [adbc_driver_manager.AdbcConnection(_adbc_database(url, resolver))]
+    try:
+        opened.append(adbc_driver_manager.AdbcStatement(opened[-1]))
+        statement = opened[-1]
+        statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": BATCH_BYTES})
+        statement.set_sql_query(query)
+        stream, _ = statement.execute_query()
+        return pa.RecordBatchReader._import_from_c(stream.address), opened
+    except BaseException:
+        _close(opened)
+        raise
+
+
+def _unknown_types(schema: pa.Schema) -> bool:
+    """Whether a column (or a list's items) is of a type the builtin resolver did not know:
+    ADBC names it ``unnamed<oid:N>``."""
+    fields = [*schema, *(f.type.value_field for f in schema if pa.types.is_list(f.type))]
+    return any(
+        (f.metadata or {}).get(b"ADBC:postgresql:typname", b"").startswith(b"unnamed<")
+        for f in fields
+    )
 
 
 def _close(opened: list) -> None:
