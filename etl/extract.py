@@ -94,6 +94,8 @@ def plan_window(
     prior = ledger.landed_attempt(system.system, dataset.dataset, start)
     strategy = dataset.incremental.strategy
     if prior is not None:  # a rerun reads exactly what the landed attempt read
+        if strategy == "append_id" and prior["upper"] is None:
+            return None  # it found no new id: an unbounded range would be the whole table
         files = tuple((name, sha) for name, sha in prior["files"])
         return ReadPlan(prior["lower"], prior["upper"], files)
     mark = ledger.watermark(system.system, dataset.dataset)

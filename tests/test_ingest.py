@@ -67,6 +67,25 @@ def test_rerunning_a_day_gives_the_same_lake(home, day1, monkeypatch):
     }
 
 
+def test_rerunning_a_night_that_found_nothing_new_reads_nothing_again(home, day1, monkeypatch):
+    """The night after day 1 with the sources as they were: every dataset lands an empty
+    window (or, for a register, counts its rows unchanged). Running that night again gives the
+    same lake: an id-based dataset that found no new id does not read its whole table."""
+    with api_server(home, monkeypatch):
+        quiet, errors = run_day(2)
+        assert errors == {}
+        before = lake_digest(home)
+        again, errors = run_day(2)
+    assert errors == {}
+    assert lake_digest(home) == before
+    landed = {k: v["rows_landed"] for k, v in again.items()}
+    assert landed == {k: v["rows_landed"] for k, v in quiet.items()}
+    strategies = {f"{s.system}.{d.dataset}": d.incremental.strategy
+                  for s in load_systems() for d in s.datasets}  # fmt: skip
+    ids = [name for name, strategy in strategies.items() if strategy == "append_id"]
+    assert ids and all(again[name]["rows_read"] == 0 for name in ids), again
+
+
 def test_second_day_reads_only_what_changed(home, day1, simulated_days, monkeypatch):
     copy_sources(simulated_days, 2, home)
     with api_server(home, monkeypatch):
