@@ -91,14 +91,18 @@ def plan_window(
     tz: str,
 ) -> ReadPlan | None:
     """The range to read for this window; None when there is nothing to read."""
-    prior = ledger.landed_attempt(system.system, dataset.dataset, start)
     strategy = dataset.incremental.strategy
+    with ledger.session():  # what the ledger knows, in one attachment, before asking the source
+        prior = ledger.landed_attempt(system.system, dataset.dataset, start)
+        mark = ledger.watermark(system.system, dataset.dataset)
+        seen = (
+            ledger.seen_files(system.system, dataset.dataset) if strategy == "new_files" else set()
+        )
     if prior is not None:  # a rerun reads exactly what the landed attempt read
         if strategy == "append_id" and prior["upper"] is None:
             return None  # it found no new id: an unbounded range would be the whole table
         files = tuple((name, sha) for name, sha in prior["files"])
         return ReadPlan(prior["lower"], prior["upper"], files)
-    mark = ledger.watermark(system.system, dataset.dataset)
     if strategy == "watermark":
         upper = local_text(end, tz)
         return ReadPlan(mark, upper) if mark is None or mark < upper else None
@@ -108,7 +112,6 @@ def plan_window(
             return None
         return ReadPlan(mark, top)
     if strategy == "new_files":
-        seen = ledger.seen_files(system.system, dataset.dataset)
         new = [(n, s) for n, s in source.list_files() if (n, s) not in seen]
         return ReadPlan(files=tuple(new)) if new else None
     return ReadPlan()
