@@ -9,9 +9,8 @@ does not leave the whole county's marts stale.
 Two tasks: ``dbt_build`` calls ``etl.warehouse.build()``, one ``dbt build`` (seeds, snapshots,
 models, tests) into a new warehouse file swapped in atomically, and emits one Asset per mart
 (``countylake.mart.<model>``, with its row count) for the uplinks and reports to schedule on;
-then ``dbt_docs`` regenerates the dbt docs under the data root (not after a build that only
-refreshed the quality tables' rows: the docs would come out as they are). Why one dbt task
-and not a task per model (astronomer-cosmos): see warehouse/README.md.
+then ``dbt_docs`` regenerates the dbt docs under the data root. Why one dbt task and not a task
+per model (astronomer-cosmos): see warehouse/README.md.
 
 The mart list comes from the dbt project's files (``warehouse/models/marts/**/mart_*.sql``), so
 parsing imports neither dbt nor duckdb; the tasks import ``etl.warehouse`` when they run.
@@ -130,12 +129,12 @@ def build_dag() -> DAG:
             return {**summary, "marts": rows}
 
         @task(task_id="dbt_docs")
-        def dbt_docs(built: dict) -> str:
+        def dbt_docs() -> str:
             from etl import warehouse
 
             return str(warehouse.docs())
 
-        dbt_docs(dbt_build())
+        dbt_build() >> dbt_docs()
     return dag
 
 

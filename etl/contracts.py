@@ -155,6 +155,32 @@ def _read_villages(table: Path, _mtime_ns: int, _size: int) -> tuple[Village, ..
         )
 
 
+def judging_digest(dataset: DatasetContract, code: tuple[str, ...], *extra: str) -> str:
+    """A digest of what judges the rows of ``dataset``: its contract, the county profile and
+    its village table (not where the files lie: another checkout judges alike), the modules of
+    this package that ``code`` names (glob patterns) and ``extra``. A register is read again
+    (etl.snapshot) and a suite rendered again (etl.gx) when it changes."""
+    import hashlib
+
+    profile = load_profile()
+    table = profile.villages_path
+    parts = [
+        dataset.model_dump_json(exclude={"path"}),
+        profile.model_dump_json(exclude={"path"}),
+        *_judging_files(table, table.stat().st_mtime_ns, code),
+        *extra,
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=8)
+def _judging_files(table: Path, _mtime_ns: int, code: tuple[str, ...]) -> tuple[str, ...]:
+    """The code's files and the village table, read once per process (and table version)."""
+    package = Path(__file__).parent
+    found = sorted(f for pattern in code for f in package.glob(pattern))
+    return tuple(f.read_text(encoding="utf-8") for f in [*found, table])
+
+
 # --------------------------------------------------------------------------- department systems
 
 
@@ -636,7 +662,8 @@ def load_system(directory: Path) -> SystemContract:
     validating them was 6 ms each time. The contracts are frozen; callers must not change
     their lists."""
     files = sorted(directory.glob("*.yaml"))
-    key = (str(directory), *((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files))
+    stamps = ((f.name, st.st_mtime_ns, st.st_size) for f in files for st in [f.stat()])
+    key = (str(directory), *stamps)
     if key not in _LOADED_SYSTEMS:
         _LOADED_SYSTEMS[key] = _load_system(directory, files)
     return _LOADED_SYSTEMS[key]

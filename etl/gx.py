@@ -51,7 +51,7 @@ from great_expectations.render import LegacyRendererType, RenderedStringTemplate
 from great_expectations.render.renderer.renderer import renderer
 
 from etl import standards
-from etl.contracts import DatasetContract, load_profile, load_systems
+from etl.contracts import DatasetContract, judging_digest, load_profile, load_systems
 from etl.quality import DOCS_RUNS
 from etl.rules import CROSS_TITLES, STANDARD_TITLES, WARNING_TIERS, Rule, rules_for
 from etl.standards import StandardContext, divisions, gb11643, gb32100, phone
@@ -409,6 +409,9 @@ def _validation_result(
     )
 
 
+SUITE_CODE = ("gx.py", "rules.py")  # what turns a contract's rules into a suite
+
+
 def write_data_docs(home: Path | str, runs: list[dict]) -> Path:
     """Data Docs of runs the engine already judged (shaped as ``etl.quality.docs_runs`` gives
     them): each run is stored as a validation result of its dataset's suite in a file context
@@ -422,7 +425,9 @@ def write_data_docs(home: Path | str, runs: list[dict]) -> Path:
     datasets = {suite_name(d): d for s in load_systems() for d in s.datasets}
     rendered = root / "gx" / "rendered.json"  # per suite what made it; the runs stored
     before = json.loads(rendered.read_text()) if rendered.exists() and index.exists() else {}
-    now = {name: _suite_digest(dataset) for name, dataset in datasets.items()}
+    # a suite is made of its contract, the county and the code turning rules into
+    # expectations (building and serialising the suites to compare them took 0.2 s)
+    now = {name: judging_digest(d, SUITE_CODE, gx.__version__) for name, d in datasets.items()}
     shown = [r for r in runs if f"{r['system']}.{r['dataset']}" in datasets]
     stored = set(before.get("runs", []))
     new_runs = [r for r in shown if r["attempt_id"] not in stored]
@@ -433,26 +438,6 @@ def write_data_docs(home: Path | str, runs: list[dict]) -> Path:
     runs_now = sorted(r["attempt_id"] for r in shown)
     rendered.write_text(json.dumps({"suites": now, "runs": runs_now}))
     return index
-
-
-def _suite_digest(dataset: DatasetContract) -> str:
-    """What a dataset's suite is made of: its contract, the county profile and the code that
-    turns rules into expectations (building and serialising the suites took 0.2 s)."""
-    import hashlib
-
-    parts = [
-        dataset.model_dump_json(exclude={"path"}),  # not where the release lies
-        load_profile().model_dump_json(exclude={"path"}),
-        *_suite_code(),
-    ]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
-
-
-@cache
-def _suite_code() -> tuple[str, ...]:
-    package = Path(__file__).parent
-    sources = [package / "gx.py", package / "rules.py"]
-    return (gx.__version__, *(f.read_text(encoding="utf-8") for f in sources))
 
 
 def _render(
@@ -480,7 +465,9 @@ def _render(
     suites: dict[str, gx.ExpectationSuite] = {}
     for run in runs:
         name = f"{run['system']}.{run['dataset']}"
-        suite = suites.get(name) or suites.setdefault(name, suite_for(datasets[name]))
+        if name not in suites:
+            suites[name] = suite_for(datasets[name])
+        suite = suites[name]
         run_id = RunIdentifier(
             run_name=run["attempt_id"], run_time=datetime.fromisoformat(run["run_time"])
         )

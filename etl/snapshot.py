@@ -12,12 +12,10 @@ window whose digest is its base's reads nothing (``unchanged_at_source``).
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 
-from etl.contracts import DatasetContract, load_profile
+from etl.contracts import DatasetContract, judging_digest
 from etl.duck import scratch
 from etl.settings import Paths
 from etl.validate import lake_schema
@@ -49,13 +47,13 @@ def unchanged_at_source(where: Paths, staged, source, dataset: DatasetContract) 
     a change during the read makes the next one differ); True when it is the one the base
     state was read at, counting the register's rows as read and unchanged: nothing to read.
 
-    The fingerprint covers how the rows are judged too (``_judgement``): another contract,
+    The fingerprint covers how the rows are judged too (``judging_digest``): another contract,
     county profile or release may judge the same rows differently, so it reads them again."""
     taken = getattr(source, "fingerprint", lambda: None)()  # files and APIs have none
     if taken is None:
         return False
     rows, digest = taken
-    staged.source_fingerprint = f"{_judgement(dataset)}:{rows}:{digest}"
+    staged.source_fingerprint = f"{judging_digest(dataset, JUDGING_CODE)}:{rows}:{digest}"
     base = base_state(where, staged.system, staged.dataset, staged.window_start)
     if base is None or _fingerprint_of(base) != staged.source_fingerprint:
         return False
@@ -65,27 +63,6 @@ def unchanged_at_source(where: Paths, staged, source, dataset: DatasetContract) 
 
 # what judges a row besides its contract: the validator and the standards it applies
 JUDGING_CODE = ("validate.py", "rules.py", "standards/*.py")
-
-
-def _judgement(dataset: DatasetContract) -> str:
-    """A digest of what the rows of ``dataset`` are judged by: its contract, the county
-    profile (divisions, area codes) with its village table, and the validating code."""
-    profile = load_profile()
-    table = profile.villages_path
-    parts = [
-        dataset.model_dump_json(exclude={"path"}),  # not where the release lies
-        profile.model_dump_json(exclude={"path"}),
-        *_judging_files(table, table.stat().st_mtime_ns),
-    ]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
-
-
-@lru_cache(maxsize=4)
-def _judging_files(table: Path, _mtime_ns: int) -> tuple[str, ...]:
-    """The validating code and the village table, read once per process (and table version)."""
-    package = Path(__file__).parent
-    code = sorted(f for pattern in JUDGING_CODE for f in package.glob(pattern))
-    return tuple(f.read_text(encoding="utf-8") for f in [*code, table])
 
 
 def _fingerprint_of(state: Path) -> str | None:

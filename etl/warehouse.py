@@ -1530,17 +1530,12 @@ def _unchanged(current: Path, key: bytes, started: float) -> dict:
     }
 
 
-def docs_index(where: Paths | str | Path | None = None) -> Path:
-    """The dbt docs' one-file page, ``<data root>/warehouse/docs/static_index.html``."""
-    return _paths(where).warehouse / "docs" / "static_index.html"
-
-
 def docs(where: Paths | str | Path | None = None) -> Path:
     """Generate the dbt docs (lineage, descriptions, catalog) into ``<data root>/warehouse/docs``
     and return its ``static_index.html`` (one file, opens without a server). The catalog is read
     from a copy of the current warehouse, so analysts' readers are not disturbed."""
     p = _paths(where)
-    out = docs_index(p).parent
+    out = p.warehouse / "docs"
     with _build_lock(p.warehouse), _scratch(p.warehouse) as tmp:
         database = Path(tmp) / WAREHOUSE_FILE
         current = p.warehouse / WAREHOUSE_FILE
@@ -1560,7 +1555,7 @@ def docs(where: Paths | str | Path | None = None) -> Path:
         if out.exists():
             shutil.rmtree(out)
         shutil.move(staged, out)
-    return docs_index(p)
+    return out / "static_index.html"
 
 
 def freshness(where: Paths | str | Path | None = None) -> list[dict]:
