@@ -366,6 +366,13 @@ def _expectation_result(config, result: dict, rows: int) -> ExpectationValidatio
     )
 
 
+def run_name(attempt_id: str) -> str:
+    """The GX run name of an attempt. Not the bare id: GX tries each run name as a date
+    (dateutil) and catches only ValueError, so an id of hex digits that are all decimal (one
+    attempt in 800) overflowed and its page was left unrendered."""
+    return f"attempt-{attempt_id}"
+
+
 def _validation_result(
     suite: gx.ExpectationSuite, run: dict, run_id: RunIdentifier
 ) -> ExpectationSuiteValidationResult:
@@ -469,7 +476,7 @@ def _render(
             suites[name] = suite_for(datasets[name])
         suite = suites[name]
         run_id = RunIdentifier(
-            run_name=run["attempt_id"], run_time=datetime.fromisoformat(run["run_time"])
+            run_name=run_name(run["attempt_id"]), run_time=datetime.fromisoformat(run["run_time"])
         )
         window = datetime.fromisoformat(run["window_start"]).astimezone(UTC)
         key = ValidationResultIdentifier(
