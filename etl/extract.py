@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etl.contracts import DatasetContract, SystemContract, find_dataset, load_profile
+from etl.contracts import DatasetContract, find_dataset, load_profile
 from etl.errors import CountylakeError
 from etl.ledger import Ledger
 from etl.settings import Paths, paths
@@ -81,23 +81,31 @@ def local_text(moment: datetime, tz: str) -> str:
     return moment.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
 
 
+@dataclass(frozen=True)
+class LedgerView:
+    """What the ledger knows of a dataset when a window is planned: the attempt that already
+    landed this window (a rerun), the committed watermark and the export files already taken."""
+
+    prior: dict | None
+    mark: str | None
+    seen: set
+
+    @classmethod
+    def read(cls, ledger: Ledger, system: str, dataset: DatasetContract, start: datetime):
+        files = dataset.incremental.strategy == "new_files"
+        return cls(
+            ledger.landed_attempt(system, dataset.dataset, start),
+            ledger.watermark(system, dataset.dataset),
+            ledger.seen_files(system, dataset.dataset) if files else set(),
+        )
+
+
 def plan_window(
-    system: SystemContract,
-    dataset: DatasetContract,
-    source,
-    ledger: Ledger,
-    start: datetime,
-    end: datetime,
-    tz: str,
+    dataset: DatasetContract, source, known: LedgerView, end: datetime, tz: str
 ) -> ReadPlan | None:
     """The range to read for this window; None when there is nothing to read."""
     strategy = dataset.incremental.strategy
-    with ledger.session():  # what the ledger knows, in one attachment, before asking the source
-        prior = ledger.landed_attempt(system.system, dataset.dataset, start)
-        mark = ledger.watermark(system.system, dataset.dataset)
-        seen = (
-            ledger.seen_files(system.system, dataset.dataset) if strategy == "new_files" else set()
-        )
+    prior, mark, seen = known.prior, known.mark, known.seen
     if prior is not None:  # a rerun reads exactly what the landed attempt read
         if strategy == "append_id" and prior["upper"] is None:
             return None  # it found no new id: an unbounded range would be the whole table
@@ -137,7 +145,16 @@ def extract(
     ledger = Ledger(where.ledger)
     attempt_id = uuid.uuid4().hex[:16]
     source = open_source(system, dataset, where)
-    ledger.start(attempt_id, run_id, system.system, dataset.dataset, start, end, source.describe())
+    # One attachment of the ledger for the attempt's start and what the planning needs from
+    # it, before the source is asked anything (each attachment reads the file afresh).
+    with ledger.session():
+        described = source.describe()
+        ledger.start(attempt_id, run_id, system.system, dataset.dataset, start, end, described)
+        try:
+            known = LedgerView.read(ledger, system.system, dataset, start)
+        except Exception as exc:
+            ledger.fail(attempt_id, str(exc))
+            raise
     staging = where.staging / system.system / dataset.dataset / attempt_id
     staged = Staged(
         system.system,
@@ -155,7 +172,7 @@ def extract(
     began = time.perf_counter()
     try:
         staging.mkdir(parents=True, exist_ok=True)
-        plan = plan_window(system, dataset, source, ledger, start, end, tz)
+        plan = plan_window(dataset, source, known, end, tz)
         snapshot = dataset.incremental.strategy == "snapshot"
         if plan is not None and snapshot:
             from etl.snapshot import diff_with_previous, unchanged_at_source
