@@ -1008,7 +1008,7 @@ def lake_windows(
     ``_meta.staged_windows`` holds them) is listed without its files: it held rows when the
     warehouse read it, and listing the folders of two years of windows was half a plan."""
     if not p.lake_remote:
-        return _local_windows(p.lake / "raw", staged or set())
+        return _local_windows(p.lake / "raw", staged or set(), p.warehouse / LISTING_FILE)
     fs, root = lake.filesystem(p)
     found: dict[tuple[str, str, str], list[str]] = {}
     for path in fs.glob(f"{root}/raw/*/*/load_date=*/{WINDOW_FOLDER}/*.parquet"):
@@ -1020,13 +1020,26 @@ def lake_windows(
 
 
 _WINDOW_NAME = re.compile(r"window=[0-9]{4}")  # WINDOW_FOLDER as a regular expression
+LISTING_FILE = "lake_listing.json"  # the last listing of a local lake, by day folder
+# A day folder that changed this close to the last listing's start may have changed again
+# within the same tick of the filesystem's clock, unseen: it is listed again.
+RACY_NS = 2_000_000_000
 
 
 def _local_windows(
-    raw: Path, staged: set[tuple[str, str]]
+    raw: Path, staged: set[tuple[str, str]], listing: Path
 ) -> dict[tuple[str, str, str], list[str]]:
-    """``lake_windows`` of a local lake, by ``os.scandir``: ``glob`` spent 0.2 s matching
-    patterns over the 12,000 folders of two years of windows (fsspec's glob is slower still)."""
+    """``lake_windows`` of a local lake, by ``os.scandir`` (``glob`` spent 0.2 s matching
+    patterns over the folders of two years of windows; fsspec's glob is slower still).
+
+    A day folder whose modification time is the one the last listing (``listing``) saw is not
+    read again: publishing a window renames it into its day's folder, which changes that
+    folder's time. Its windows come from the last listing, unless one that was not listed
+    then (it was staged) is needed now. A night with nothing new so stats the day folders
+    instead of reading them: 0.09 s instead of 0.4 s for 5,770 of them with a cold cache."""
+    began = time.time_ns()
+    before = _read_listing(listing)
+    trusted_until = before.get("began_ns", 0) - RACY_NS
 
     def entries(path: str, folders: bool):
         try:
@@ -1035,6 +1048,21 @@ def _local_windows(
         except FileNotFoundError:  # no lake yet, or a window swapped out meanwhile
             return []
 
+    def windows_of(day: os.DirEntry, model: str) -> dict[str, list[str] | None]:
+        """The day's windows: their Parquet files, None for a staged one (not listed)."""
+        windows: dict[str, list[str] | None] = {}
+        for window in entries(day.path, True):
+            if not _WINDOW_NAME.fullmatch(window.name):
+                continue
+            window_id = f"{day.name[len('load_date=') :]}/{window.name[len('window=') :]}"
+            if (model, window_id) in staged:
+                windows[window_id] = None
+                continue
+            files = [f.path for f in entries(window.path, False)]
+            windows[window_id] = [f for f in files if f.endswith(".parquet")]
+        return windows
+
+    days: dict[str, list] = {}  # day folder -> [modification time, its windows]
     found: dict[tuple[str, str, str], list[str]] = {}
     for system in entries(str(raw), True):
         for dataset in entries(system.path, True):
@@ -1042,19 +1070,43 @@ def _local_windows(
             for day in entries(dataset.path, True):
                 if not day.name.startswith("load_date="):
                     continue
-                for window in entries(day.path, True):
-                    if not _WINDOW_NAME.fullmatch(window.name):
-                        continue
-                    window_id = f"{day.name[len('load_date=') :]}/{window.name[len('window=') :]}"
-                    key = (system.name, dataset.name, window_id)
-                    if (model, window_id) in staged:
-                        found[key] = []
-                        continue
-                    files = [f.path for f in entries(window.path, False)]
-                    files = [f for f in files if f.endswith(".parquet")]
-                    if files:
-                        found[key] = files
+                try:
+                    changed = day.stat().st_mtime_ns
+                except FileNotFoundError:
+                    continue
+                mtime, windows = before.get("days", {}).get(day.path, (None, None))
+                if (
+                    mtime != changed
+                    or mtime >= trusted_until
+                    or any(
+                        files is None and (model, w) not in staged for w, files in windows.items()
+                    )
+                ):
+                    windows = windows_of(day, model)
+                days[day.path] = [changed, windows]
+                for window_id, files in windows.items():
+                    if files is None or (model, window_id) in staged:
+                        found[(system.name, dataset.name, window_id)] = []
+                    elif files:
+                        found[(system.name, dataset.name, window_id)] = files
+    if days != before.get("days"):
+        _write_listing(listing, {"began_ns": began, "days": days})
     return found
+
+
+def _read_listing(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or unreadable: list everything
+        return {}
+
+
+def _write_listing(path: Path, listing: dict) -> None:
+    """Written beside and renamed over, so a concurrent reader sees the old or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(listing), encoding="utf-8")
+    tmp.replace(path)
 
 
 def _holds_rows(p: Paths, files: list[str]) -> bool:

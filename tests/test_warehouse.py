@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import itertools
 import json
 import math
 import os
@@ -892,3 +893,65 @@ def test_every_model_and_column_is_described_in_chinese_and_english(built, docs_
         for column in columns:
             text = node["columns"].get(column, {}).get("description", "")
             assert cjk.search(text) and latin.search(text), f"{uid}.{column}"
+
+
+def test_the_lake_listing_reads_again_only_the_day_folders_a_window_was_published_into(tmp_path):
+    """A quiet night's plan stats the day folders instead of reading them; what publishing a
+    window changes (a rename into its day's folder) is seen, and so is a change too close to
+    the last listing for the folder's time to tell."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from etl.land import publish
+
+    raw, listing = tmp_path / "raw", tmp_path / "warehouse" / warehouse.LISTING_FILE
+    day_folder = raw / "hotline" / "ticket" / "load_date={}"
+    an_hour_ago = os.stat(tmp_path).st_mtime - 3600
+    minutes = itertools.count()
+
+    def land(day: str, window: str, name: str, recent: bool = False) -> Path:
+        staged = tmp_path / "staged" / name
+        staged.parent.mkdir(exist_ok=True)
+        pq.write_table(pa.table({"ticket_id": ["1"]}), staged)
+        folder = Path(str(day_folder).format(day))
+        publish([staged], folder / f"window={window}", None)
+        if not recent:  # published long before the listing, a minute after the one before
+            published = an_hour_ago + 60 * next(minutes)
+            os.utime(folder, (published, published))
+        return folder
+
+    def listed(staged=frozenset()) -> dict:
+        return {k[2]: sorted(Path(f).name for f in v) for k, v in
+                warehouse._local_windows(raw, set(staged), listing).items()}  # fmt: skip
+
+    first = land("2026-11-01", "0000", "data-0.parquet")
+    land("2026-11-02", "0000", "data-0.parquet")
+    first_published = first.stat().st_mtime_ns
+    assert listed() == {
+        "2026-11-01/0000": ["data-0.parquet"],
+        "2026-11-02/0000": ["data-0.parquet"],
+    }
+    # a file slipped into a window without publishing it is not seen: the day was not read
+    (first / "window=0000" / "slipped.parquet").write_bytes(b"PAR1")
+    os.utime(first, ns=(first_published, first_published))
+    assert listed()["2026-11-01/0000"] == ["data-0.parquet"]
+    # a window published into a day already listed, and a new day
+    land("2026-11-01", "1200", "data-0.parquet")
+    land("2026-11-03", "0000", "data-0.parquet")
+    assert listed() == {
+        "2026-11-01/0000": ["data-0.parquet", "slipped.parquet"],
+        "2026-11-01/1200": ["data-0.parquet"],
+        "2026-11-02/0000": ["data-0.parquet"],
+        "2026-11-03/0000": ["data-0.parquet"],
+    }
+    # a window staged by the warehouse is listed without its files, and with them when needed
+    model = warehouse.model_name("hotline", "ticket")
+    assert listed({(model, "2026-11-02/0000")})["2026-11-02/0000"] == []
+    assert listed()["2026-11-02/0000"] == ["data-0.parquet"]
+    # published just now: the next listing reads that day again, whatever its time says
+    recent = land("2026-11-04", "0000", "data-0.parquet", recent=True)
+    listed()
+    stamp = recent.stat().st_mtime_ns
+    (recent / "window=0000" / "late.parquet").write_bytes(b"PAR1")
+    os.utime(recent, ns=(stamp, stamp))
+    assert listed()["2026-11-04/0000"] == ["data-0.parquet", "late.parquet"]
