@@ -66,8 +66,8 @@ def test_postgres_numeric_and_json_arrive_as_plain_text():
 
 @pytest.mark.integration
 def test_postgres_type_catalogue_is_read_once_per_process_and_url():
-    """ADBC's database is opened once per URL and process; each query still gets a
-    connection of its own, and a forked child opens its own database."""
+    """ADBC's database is opened once per URL and process, the next query reuses the session
+    the last one ended, and a forked child opens its own database."""
     require_server(5432, "postgres")
     import os
     import signal
@@ -81,7 +81,7 @@ def test_postgres_type_catalogue_is_read_once_per_process_and_url():
     third = sql.stream_query(url, "SELECT pg_backend_pid() AS pid").read_all()
     assert first.to_pylist() == [{"n": 1}]
     assert sql._DATABASES[(os.getpid(), url, "builtin")] is database
-    assert second.column("pid")[0] != third.column("pid")[0]  # a new session per query
+    assert second.column("pid")[0] == third.column("pid")[0]  # one session, given back
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # the child must not use its parent's database
@@ -92,6 +92,36 @@ def test_postgres_type_catalogue_is_read_once_per_process_and_url():
         os._exit(0)
     os.waitpid(child, 0)
     assert os.read(read, 2) == b"ok"
+
+
+@pytest.mark.integration
+def test_a_postgres_session_ended_by_the_server_or_left_mid_stream_is_not_used_again():
+    """An idle session the server ended (a restart, an idle timeout) costs the next query
+    nothing but a new session; a stream dropped before its end closes its session."""
+    require_server(5432, "postgres")
+    import psycopg
+
+    from etl.sources import sql
+
+    url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    pid = "SELECT pg_backend_pid() AS pid"
+    ended = sql.stream_query(url, pid).read_all().column("pid")[0].as_py()
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("SELECT pg_terminate_backend(%s)", [ended])
+    after = sql.stream_query(url, pid).read_all().column("pid")[0].as_py()
+    assert after != ended
+    rows = (  # 20 MB: several batches
+        "SELECT g AS n, repeat('x', 100) AS filler, pg_backend_pid() AS pid "
+        "FROM generate_series(1, 200000) AS g"
+    )
+    stream = sql.stream_query(url, rows)
+    first = stream.read_next_batch()  # then dropped, its rows still coming
+    left = first.column("pid")[0].as_py()
+    assert left == after and first.num_rows < 200000
+    stream.close()
+    del stream
+    assert sql.stream_query(url, pid).read_all().column("pid")[0].as_py() != left
+    assert sql.stream_query(url, "SELECT 5 AS n").read_all().to_pylist() == [{"n": 5}]
 
 
 @pytest.mark.integration

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -60,9 +61,9 @@ def stream_query(url: str, query: str, batch_rows: int = BATCH_ROWS) -> pa.Recor
     return cx.read_sql(url, query, return_type="arrow_stream", batch_size=batch_rows)
 
 
-# ADBC databases by (process, URL, type resolver): a connection from one is a plain libpq
-# connect. A process that extracts several tables of a system (``countylake run``, a Celery
-# worker) opens each once.
+# ADBC databases by (process, URL, type resolver): opening one connects to read the server's
+# version, and a connection from one is a plain libpq connect. A process that extracts several
+# tables of a system (``countylake run``, a Celery worker) opens each once.
 _DATABASES: dict[tuple[int, str, str], object] = {}
 # How ADBC maps PostgreSQL's type OIDs to Arrow. "builtin": from a table built into the driver,
 # which knows PostgreSQL's own types. "server": from the server's catalogue, read when the
@@ -85,7 +86,38 @@ def _adbc_database(url: str, resolver: str):
     return _DATABASES[key]
 
 
+# Idle connections by the same key: the queries of a run (the probes, the digest, the read)
+# share a session per database instead of connecting for each (2-6 ms: the server starts a
+# process for every session). A connection is given back only when its stream has ended; one
+# left mid-stream is closed.
+_IDLE: dict[tuple[int, str, str], list] = {}
+_IDLE_LOCK = threading.Lock()
+
+
+def _connection(url: str, resolver: str) -> tuple[object, bool]:
+    """An idle connection to ``url`` (True) or a new one (False)."""
+    import adbc_driver_manager
+
+    with _IDLE_LOCK:
+        idle = _IDLE.get((os.getpid(), url, resolver))
+        if idle:
+            return idle.pop(), True
+    return adbc_driver_manager.AdbcConnection(_adbc_database(url, resolver)), False
+
+
+def _give_back(url: str, resolver: str, connection) -> None:
+    with _IDLE_LOCK:
+        _IDLE.setdefault((os.getpid(), url, resolver), []).append(connection)
+
+
 def _close_databases() -> None:
+    """At exit: this process's idle connections, then its databases (ADBC refuses to release
+    a database with a connection open)."""
+    with _IDLE_LOCK:
+        for (pid, *_), idle in list(_IDLE.items()):
+            if pid == os.getpid():
+                _close(idle)
+        _IDLE.clear()
     for (pid, *_), database in list(_DATABASES.items()):
         if pid == os.getpid():
             database.close()
@@ -93,7 +125,8 @@ def _close_databases() -> None:
 
 
 def _postgres_stream(url: str, query: str) -> pa.RecordBatchReader:
-    """ADBC's stream of ``query``; the connection closes when the stream ends or is dropped.
+    """ADBC's stream of ``query``. Its connection is given back for the next query when the
+    stream ends, and closed when it is dropped before.
 
     Through the driver manager's own objects rather than its DB-API module, which imports
     pyarrow.dataset and pandas (most of a second on every first extraction in a process)."""
@@ -103,28 +136,37 @@ def _postgres_stream(url: str, query: str) -> pa.RecordBatchReader:
         reader.close()
         _close(opened)
         _SERVER_TYPES.add(url)
-        reader, opened = _execute(url, query, "server")
+        resolver = "server"
+        reader, opened = _execute(url, query, resolver)
     schema = pa.schema([_storage_field(f) for f in reader.schema])
 
     def batches():
+        ended = False
         try:
             for batch in reader:
                 yield pa.RecordBatch.from_arrays(
                     [_storage(column) for column in batch.columns], schema=schema
                 )
+            ended = True
         finally:
             reader.close()
-            _close(opened)
+            if ended:
+                _close(opened[1:])
+                _give_back(url, resolver, opened[0])
+            else:
+                _close(opened)
 
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _execute(url: str, query: str, resolver: str) -> tuple[pa.RecordBatchReader, list]:
+    """The query's stream and what it holds open: [connection, statement]."""
     import adbc_driver_manager
 
-    opened = [adbc_driver_manager.AdbcConnection(_adbc_database(url, resolver))]
+    connection, idle = _connection(url, resolver)
+    opened = [connection]
     try:
-        opened.append(adbc_driver_manager.AdbcStatement(opened[-1]))
+        opened.append(adbc_driver_manager.AdbcStatement(connection))
         statement = opened[-1]
         statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": BATCH_BYTES})
         statement.set_sql_query(query)
@@ -132,6 +174,8 @@ def _execute(url: str, query: str, resolver: str) -> tuple[pa.RecordBatchReader,
         return pa.RecordBatchReader._import_from_c(stream.address), opened
     except BaseException:
         _close(opened)
+        if idle:  # the server may have ended a session left idle: once more, on a new one
+            return _execute(url, query, resolver)
         raise
 
 
