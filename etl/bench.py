@@ -297,6 +297,9 @@ def _measure_read_sql(spec: dict) -> dict:
 
 
 def _measure_connector(spec: dict) -> dict:
+    import adbc_driver_manager  # noqa: F401 - imported before the clock, as psycopg is above
+    import adbc_driver_postgresql  # noqa: F401 - (etl.sources.sql imports them at first use)
+
     from etl.sources.sql import database_url, stream_query
 
     baseline = _baseline_mb()
