@@ -297,11 +297,16 @@ def _measure_read_sql(spec: dict) -> dict:
 
 
 def _measure_connector(spec: dict) -> dict:
-    import adbc_driver_manager  # noqa: F401 - imported before the clock, as psycopg is above
-    import adbc_driver_postgresql  # noqa: F401 - (etl.sources.sql imports them at first use)
+    import ctypes
+
+    import adbc_driver_manager  # noqa: F401 - etl.sources.sql imports them at first use
+    import adbc_driver_postgresql
 
     from etl.sources.sql import database_url, stream_query
 
+    # The driver's library (libpq inside) loaded before the clock, as importing psycopg loads
+    # libpq for the COPY anchor; ADBC would load it when it opens the first database.
+    ctypes.CDLL(adbc_driver_postgresql._driver_path())
     baseline = _baseline_mb()
     clock = _Clock()
     rows = batches = 0
