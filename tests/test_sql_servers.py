@@ -107,6 +107,9 @@ def test_a_postgres_session_ended_by_the_server_or_left_mid_stream_is_not_used_a
     pid = "SELECT pg_backend_pid() AS pid"
     ended = sql.stream_query(url, pid).read_all().column("pid")[0].as_py()
     with psycopg.connect(url, autocommit=True) as con:
+        # kept, but in no transaction: it would hold back the department database's vacuum
+        state = "SELECT state FROM pg_stat_activity WHERE pid = %s"
+        assert con.execute(state, [ended]).fetchone() == ("idle",)
         con.execute("SELECT pg_terminate_backend(%s)", [ended])
     after = sql.stream_query(url, pid).read_all().column("pid")[0].as_py()
     assert after != ended
