@@ -347,9 +347,9 @@ def _measure_night(spec: dict) -> dict:
                    "adbc_driver_postgresql", "adbc_driver_manager", "httpcore"):  # fmt: skip
         importlib.import_module(module)
     # Those imports leave millions of objects (GX alone most of them) that every full
-    # collection of the cyclic GC walks again: 0.1-0.2 s each, one or two in a quiet night's
-    # 2 s, a share of its clock no daily run pays. They live as long as the process, so a
-    # worker running night after night can freeze them once (gc.freeze); this child does.
+    # collection of the cyclic GC walks again: 0.1-0.2 s each, which fell into some quiet
+    # nights of 1-2 s and not into others. They live as long as the process, so a worker
+    # running night after night can freeze them once (gc.freeze); this child does.
     gc.collect()
     gc.freeze()
     home = Path(spec["home"])
