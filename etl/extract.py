@@ -164,7 +164,7 @@ def extract(
         window_start,
         window_end,
         str(staging),
-        source.describe(),
+        described,
         dataset.incremental.strategy,
         None,
         None,
