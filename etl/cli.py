@@ -119,6 +119,11 @@ def cmd_run(args) -> int:
             except CountylakeError as exc:
                 failed += 1
                 print(f"FAILED {system.system}.{dataset.dataset}: {exc}", file=sys.stderr)
+    if results:  # once for the batch, as the warehouse build does
+        from etl.quality import publish_quality
+        from etl.settings import paths
+
+        publish_quality(paths())
     print(
         text_table(
             results,

@@ -217,9 +217,9 @@ def commit(staged: Staged, where: Paths | None = None) -> dict:
             target.mkdir(parents=True, exist_ok=True)
             state.replace(target / state_name(staged.window_start))
         from etl.drift import remember
-        from etl.quality import dataset_checks, publish_quality
+        from etl.quality import dataset_checks
 
-        with ledger.session():  # one attachment for the watermark, checks, close and publish
+        with ledger.session():  # one attachment for the watermark, the checks and the close
             numeric = staged.strategy == "append_id"
             current = ledger.watermark(staged.system, staged.dataset)
             mark = None
@@ -255,7 +255,6 @@ def commit(staged: Staged, where: Paths | None = None) -> dict:
             )
             if staged.source_signature.get("types"):
                 remember(where, staged.system, staged.dataset, staged.source_signature)
-            publish_quality(where, ledger, tz)
     except Exception as exc:
         ledger.fail(staged.attempt_id, str(exc))
         raise

@@ -961,7 +961,7 @@ def _digest(parts) -> str:
 def input_fingerprints(p: Paths) -> dict[str, str]:
     """Fingerprints of what a build reads besides the landed windows: the dbt project (models,
     macros, seeds, snapshots, plugins), the county (vars and village table) and the quality
-    results ingestion rewrites after every window (``_quality_fingerprint``)."""
+    results each build publishes first (``_quality_fingerprint``)."""
     files = sorted(
         f
         for pattern in PROJECT_FILES
@@ -1387,10 +1387,11 @@ def build(
     new file holding the snapshots and the build log (``_carry_over``). If the HMAC key
     changed, only a full refresh may run, and it starts from an empty file. Any failing model
     or error-level test leaves the current warehouse untouched.
-    An incremental build runs only what is downstream of the datasets with new windows and
-    of changed quality files (``plan_build``); with nothing new it returns at once, mode
-    ``unchanged``, and the current file stays. A changed project or county (a new release, a
-    changed village table or department name) makes it a full refresh.
+    It first publishes the ledger's quality results into the lake (``etl.quality``), which its
+    quality models read. An incremental build runs only what is downstream of the datasets
+    with new windows and of changed quality files (``plan_build``); with nothing new it returns
+    at once, mode ``unchanged``, and the current file stays. A changed project or county (a new
+    release, a changed village table or department name) makes it a full refresh.
     Returns paths, counts by node status, seconds and whether the files generated from the
     contracts changed."""
     p = _paths(where)
@@ -1418,6 +1419,10 @@ def build(
                     "every pseudonym changes: run a full refresh (history starts again)",
                 )
             fresh = True
+        if p.ledger.exists():  # the quality models read what every window landed so far judged
+            from etl.quality import publish_quality
+
+            publish_quality(p)
         plan = None
         if not (fresh or full_refresh or select):
             plan = plan_build(p, current)

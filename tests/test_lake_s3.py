@@ -12,11 +12,13 @@ import os
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 from ingest_helpers import api_server, run_day, window
 
 from etl.contracts import load_systems
 from etl.ledger import Ledger
+from etl.quality import publish_quality
 from etl.settings import LAKE_URL_ENV, Paths, paths
 
 moto_server = pytest.importorskip(
@@ -108,6 +110,7 @@ def s3_lake(tmp_path_factory):
             with api_server(home, mp):
                 lake.day1, errors = run_day(1)
             assert errors == {}
+            publish_quality(lake.where)  # once for the batch, as `countylake run` does
             yield lake
     finally:
         server.stop()
@@ -156,13 +159,13 @@ def test_a_day_lands_as_objects_with_manifests(s3_lake):
 
 
 def test_quality_results_are_published_to_the_store(s3_lake):
-    from etl.quality import scorecard_rows
-
     fs = s3_lake.fs()
     for name in ("scorecard", "rule_results"):
         assert fs.exists(f"{BUCKET}/lake/quality/{name}.parquet")
-    card = scorecard_rows(s3_lake.where)
-    assert card and {r["day"] for r in card} == {"2026-11-01"}
+    with fs.open(f"{BUCKET}/lake/quality/scorecard.parquet") as f:
+        card = pq.read_table(f).to_pylist()
+    assert card and {str(r["day"]) for r in card} == {"2026-11-01"}
+    assert sum(r["rows_read"] for r in card) == sum(r["rows_read"] for r in s3_lake.day1.values())
 
 
 # one dataset per strategy and kind (SQL watermark, snapshot and append_id, CSV files, HTTP)

@@ -234,11 +234,14 @@ def test_an_incremental_model_whose_table_lost_a_column_fails_or_gets_it_back(
     assert "status" in columns
 
 
-def test_new_quality_results_show_in_the_warehouse_without_a_build(built, tmp_path):
-    """The quality models are views of the files ingestion publishes (on a local lake): a
-    night that only rewrote them has nothing to build, and the warehouse shows the new rows.
-    The views are rebuilt when they would go wrong: a moved data root (they name the files
-    where they lay) and a file with other columns."""
+def test_new_quality_results_show_in_the_warehouse_without_a_build(built, tmp_path, monkeypatch):
+    """The quality models are views of the files published from the ledger (on a local lake):
+    results `countylake run` published show in the warehouse without a build, and a build
+    that only republished them has nothing to run. The views are rebuilt when they would go
+    wrong: a moved data root (they name the files where they lay) and a file with other
+    columns (a release whose scorecard gains one)."""
+    from etl import quality
+
     home = tmp_path / "home"
     copy_home(built.home, home)
     where, database = paths(home), home / "warehouse" / warehouse.WAREHOUSE_FILE
@@ -257,10 +260,16 @@ def test_new_quality_results_show_in_the_warehouse_without_a_build(built, tmp_pa
                 f"(from '{file}' except all from {relation}))"
             ).fetchone()[0]
 
+    def newest() -> tuple:
+        with duckdb.connect(str(database), read_only=True) as con:
+            shown = con.execute(f"select max(date_day) from {mart}").fetchone()[0]
+            return shown, con.execute(f"select max(day) from '{scorecard}'").fetchone()[0]
+
     moved = warehouse.plan_build(where, database)
     assert moved.selectors == [warehouse.QUALITY_SELECTOR], moved.reason
     summary = warehouse.build(home, progress=None)
     assert summary["mode"] == "incremental" and summary["nodes"].get("success"), summary
+    built_day, _ = newest()
 
     # the next day's scorecard: every department's last day again, a day later
     publish(
@@ -268,20 +277,24 @@ def test_new_quality_results_show_in_the_warehouse_without_a_build(built, tmp_pa
         f"where day = (select max(day) from '{scorecard}')"
     )
     assert warehouse.plan_build(where, database).selectors == []
+    shown, published = newest()
+    assert shown == published and shown > built_day
+    # the build publishes the ledger's results again (without the made-up day): nothing to run
     assert warehouse.build(home, progress=None)["mode"] == "unchanged"
     for relation, file in (
         ("staging.stg_quality__scorecard", scorecard),
         ("staging.stg_quality__rule_results", home / "lake" / "quality" / "rule_results.parquet"),
     ):
         assert differences(relation, file) == 0, relation
-    with duckdb.connect(str(database), read_only=True) as con:
-        newest = con.execute(f"select max(date_day) from {mart}").fetchone()[0]
-        assert newest == con.execute(f"select max(day) from '{scorecard}'").fetchone()[0]
+    assert newest() == (built_day, built_day)
 
-    publish(f"select *, 'a new column' as note from '{scorecard}'")
-    assert warehouse.plan_build(where, database).selectors == [warehouse.QUALITY_SELECTOR]
+    released = quality._scorecard()
+    monkeypatch.setattr(
+        quality, "_scorecard", lambda: f"select *, 'a new column' as note from ({released})"
+    )
     summary = warehouse.build(home, progress=None)
     assert summary["mode"] == "incremental" and summary["nodes"].get("success"), summary
+    assert "changed quality files" in summary["plan"], summary["plan"]
     with duckdb.connect(str(database), read_only=True) as con:
         notes = con.execute("select distinct note from staging.stg_quality__scorecard").fetchall()
     assert notes == [("a new column",)]

@@ -108,11 +108,12 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- How the models over a file ingestion rewrites in place (lake/quality) are stored. On a
-    local lake they are views: a query reads the file as ingestion last published it, so new
-    quality results need no build (etl.warehouse.plan_build rebuilds the views only when a file
-    appears, changes its columns or the data root moves). On an object store they are tables:
-    a reader of the warehouse has not registered the lake's filesystem (etl.lake.register). -#}
+{#- How the models over a file rewritten in place (lake/quality, which each build publishes
+    first) are stored. On a local lake they are views: a query reads the file as last
+    published, so new quality results need no build (etl.warehouse.plan_build rebuilds the
+    views only when a file appears, changes its columns or the data root moves). On an object
+    store they are tables: a reader of the warehouse has not registered the lake's filesystem
+    (etl.lake.register). -#}
 {% macro lake_file_materialization() -%}
     {{ return('table' if '://' in var('lake_root') else 'view') }}
 {%- endmacro %}
