@@ -6,10 +6,12 @@ emitted by the ingest DAGs' ``commit`` tasks, names built from the contracts exa
 or at 06:00 county time if some department has not delivered by then, so one source being down
 does not leave the whole county's marts stale.
 
-Two tasks: ``dbt_build`` calls ``etl.warehouse.build()``, one ``dbt build`` (seeds, snapshots,
+Three tasks: ``dbt_build`` calls ``etl.warehouse.build()``, one ``dbt build`` (seeds, snapshots,
 models, tests) into a new warehouse file swapped in atomically, and emits one Asset per mart
 (``countylake.mart.<model>``, with its row count) for the uplinks and reports to schedule on;
-then ``dbt_docs`` regenerates the dbt docs under the data root. Why one dbt task and not a task
+then ``dbt_docs`` regenerates the dbt docs under the data root. Beside them ``quality_docs``
+renders the Great Expectations Data Docs of the windows landed since (``etl.gx``), as
+``countylake quality --docs`` does: every night, a build or not. Why one dbt task and not a task
 per model (astronomer-cosmos): see warehouse/README.md.
 
 The mart list comes from the dbt project's files (``warehouse/models/marts/**/mart_*.sql``), so
@@ -85,7 +87,8 @@ def build_dag() -> DAG:
         "",
         f"Runs when all {len(inputs)} department datasets have landed since the last run, or at "
         f"`{FALLBACK_CRON}` ({tz}) with whatever landed. `dbt_build` builds into a new file and "
-        "swaps it in (readers are never blocked); `dbt_docs` refreshes the dbt docs.",
+        "swaps it in (readers are never blocked); `dbt_docs` refreshes the dbt docs; "
+        "`quality_docs` renders the Great Expectations Data Docs of the windows landed since.",
         "",
         f"Emits {len(marts)} mart assets: " + ", ".join(f"`{n}`" for n in marts),
     ]
@@ -134,7 +137,21 @@ def build_dag() -> DAG:
 
             return str(warehouse.docs())
 
+        @task(task_id="quality_docs")
+        def quality_docs() -> str:
+            from etl.gx import write_data_docs
+            from etl.ledger import Ledger
+            from etl.quality import docs_runs
+
+            where = paths()
+            if not where.ledger.exists():
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                raise AirflowSkipException(f"no run ledger at {where.ledger}: nothing landed yet")
+            return str(write_data_docs(where.home, docs_runs(Ledger(where.ledger))))
+
         dbt_build() >> dbt_docs()
+        quality_docs()
     return dag
 
 

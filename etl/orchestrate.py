@@ -262,7 +262,8 @@ def run_warehouse(day: date, *, progress: Callable[[str], None] | None = print) 
 
     Returns the run's ``state``, per task state, the failing task's ``error`` and ``traceback``,
     ``build`` (what ``dbt_build`` returned: mode, seconds, node counts, rows per mart), ``docs``
-    (the dbt docs index) and the mart ``asset_events`` the run emitted (name, extra)."""
+    (the dbt docs index), ``data_docs`` (the Data Docs index) and the mart ``asset_events`` the
+    run emitted (name, extra)."""
     import pendulum
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.asset import AssetEvent, AssetModel
@@ -309,6 +310,7 @@ def run_warehouse(day: date, *, progress: Callable[[str], None] | None = print) 
         "failed_task": failed,
         "build": values.get("dbt_build"),
         "docs": values.get("dbt_docs"),
+        "data_docs": values.get("quality_docs"),
         "asset_events": [{"name": n, "extra": x} for n, x in events],
         "seconds": round(seconds, 1),
     }

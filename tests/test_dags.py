@@ -8,7 +8,6 @@ because Airflow reads its configuration when it is first imported.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -154,8 +153,10 @@ def test_warehouse_dag_is_scheduled_on_every_dataset_asset(parsed):
 
 def test_warehouse_dag_builds_then_documents_and_emits_one_asset_per_mart(parsed):
     tasks = parsed["other_dags"]["warehouse"]["tasks"]
-    assert set(tasks) == {"dbt_build", "dbt_docs"}
+    assert set(tasks) == {"dbt_build", "dbt_docs", "quality_docs"}
     assert tasks["dbt_docs"]["upstream"] == ["dbt_build"] and tasks["dbt_docs"]["outlets"] == []
+    # the Data Docs are rendered whether or not a build ran (a skipped build skips dbt_docs)
+    assert tasks["quality_docs"]["upstream"] == [] and tasks["quality_docs"]["outlets"] == []
     outlets = tasks["dbt_build"]["outlets"]
     assert len(MARTS) >= 13
     assert [o["name"] for o in outlets] == [f"countylake.mart.{m}" for m in MARTS]
@@ -166,44 +167,53 @@ def test_warehouse_dag_builds_then_documents_and_emits_one_asset_per_mart(parsed
 
 @pytest.mark.airflow
 def test_warehouse_dag_runs_through_airflow(built, tmp_path):
-    """The built county's lake and warehouse, copied: the DAG builds (nothing new landed, but
-    the quality views must read the files where they now lie), swaps in, writes the docs, and
-    emits every mart's asset with its row count (the scorecard's view too). A night that only
-    rewrote the quality results skips both tasks, and the scorecard shows them all the same."""
+    """The built county's lake, ledger and warehouse, copied: the DAG publishes the ledger's
+    quality results, builds (nothing new landed, but the quality views must read the files
+    where they now lie), swaps in, writes the dbt docs and the Data Docs, and emits every
+    mart's asset with its row count (the scorecard's view too). A night with nothing new
+    skips the build and its docs, and renders no Data Docs page again."""
     home = tmp_path / "data"
     home.mkdir()
-    shutil.copytree(built.home / "lake", home / "lake")
-    shutil.copytree(built.home / "secrets", home / "secrets")  # the same pseudonym key
+    for folder in ("lake", "secrets", "state"):  # secrets: the same pseudonym key
+        shutil.copytree(built.home / folder, home / folder)
+    (home / "lake" / "quality").rename(home / "quality.before")  # the build publishes them
     (home / "warehouse").mkdir()
     shutil.copy2(built.current, home / "warehouse" / built.current.name)
 
     out = call(["warehouse", day(2).isoformat()], home)
 
     assert out["state"] == "success", out["traceback"]
-    assert out["tasks"] == {"dbt_build": "success", "dbt_docs": "success"}
+    tasks = {"dbt_build": "success", "dbt_docs": "success", "quality_docs": "success"}
+    assert out["tasks"] == tasks
     assert out["build"]["mode"] == "incremental"
     assert out["build"]["plan"] == "0 dataset(s) with new windows, changed quality files"
     assert Path(out["docs"]) == home / "warehouse" / "docs" / "static_index.html"
     assert Path(out["docs"]).exists()
+    assert Path(out["data_docs"]) == home / "quality" / "docs" / "index.html"
+    data_docs = home / "quality" / "docs"
+    pages = list((data_docs / "validations").rglob("*.html"))
+    listing = Path(out["data_docs"]).read_text(encoding="utf-8")
+    assert pages and all(p.relative_to(data_docs).as_posix() in listing for p in pages)
     events = {e["name"]: e["extra"] for e in out["asset_events"]}
     assert sorted(events) == [f"countylake.mart.{m}" for m in MARTS]
     for mart in MARTS:
         assert events[f"countylake.mart.{mart}"]["rows"] == out["build"]["marts"][mart] > 0
-
-    # the next night brings new quality results only: nothing to build, nothing to document
-    docs = Path(out["docs"]).stat().st_mtime_ns
     scorecard = home / "lake" / "quality" / "scorecard.parquet"
-    with duckdb.connect() as con:  # as etl.quality publishes: a new file renamed over the old
-        con.execute(
-            f"copy (from '{scorecard}' union all select * replace (day + 1 as day) "
-            f"from '{scorecard}' where day = (select max(day) from '{scorecard}')) "
-            f"to '{scorecard}.tmp' (format parquet)"
+    with duckdb.connect() as con:
+        before, after = (
+            con.execute(f"select count(*), sum(rows_read) from '{f}'").fetchone()
+            for f in (home / "quality.before" / "scorecard.parquet", scorecard)
         )
-    os.replace(f"{scorecard}.tmp", scorecard)
+    assert after == before
+
+    # the next night brings nothing new: nothing to build or document, no page rendered again
+    docs = Path(out["docs"]).stat().st_mtime_ns
+    rendered = {page: page.stat().st_mtime_ns for page in [Path(out["data_docs"]), *pages]}
     out = call(["warehouse", day(3).isoformat()], home)
     assert out["state"] == "success", out["traceback"]
-    assert out["tasks"] == {"dbt_build": "skipped", "dbt_docs": "skipped"}
+    assert out["tasks"] == {**tasks, "dbt_build": "skipped", "dbt_docs": "skipped"}
     assert Path(home / "warehouse" / "docs" / "static_index.html").stat().st_mtime_ns == docs
+    assert {page: page.stat().st_mtime_ns for page in rendered} == rendered
     database = home / "warehouse" / built.current.name
     with duckdb.connect(str(database), read_only=True) as con:
         shown = con.execute("select max(date_day) from marts.mart_quality__scorecard").fetchone()
