@@ -61,12 +61,14 @@ PAD_ENV = {"ipad": "COUNTYLAKE_HMAC_IPAD", "opad": "COUNTYLAKE_HMAC_OPAD"}
 BUILD_ENV, BUILD_VARIABLE = "COUNTYLAKE_BUILD_ID", "countylake_build"
 # the lake's windows as build() listed them, for dbt's on-run-start (_hand_over_windows)
 WINDOWS_ENV = "COUNTYLAKE_LAKE_WINDOWS_FILE"
-# DuckDB's memory limit for a build, set by the countylake_keys plugin on every cursor. An
-# incremental build works under INCREMENTAL_MEMORY unless the environment says otherwise (an
-# empty value: no limit): unbounded, DuckDB's buffer pool took 4.7-6 GB for a daily build at
-# scale 5, bounded 1.6 GB, at about 1.4x the time. A first build or full refresh is unbounded:
-# at scale 5 it runs out of memory under 1.5 GB (person sightings and the register snapshot).
-MEMORY_ENV, INCREMENTAL_MEMORY = "COUNTYLAKE_DUCKDB_MEMORY", "1GB"
+# DuckDB's memory limit for a build, set by the countylake_keys plugin on every cursor, unless
+# the environment says otherwise (an empty value: no limit); a build that runs out of memory
+# under the default is built again without it. Unbounded, DuckDB's buffer pool took 4.7-6 GB
+# for a daily build at scale 5; under INCREMENTAL_MEMORY 1.6 GB, at about 1.4x the time. A
+# first build or full refresh took 7.5 GB at scale 5, and 2.4 GB under FULL_MEMORY, at 1.25x
+# the time (148 s against 118 s). Under 1.5 GB it runs out: DuckDB does not spill the states
+# of string aggregates (min(varchar), first(... order by ...) in the sightings models).
+MEMORY_ENV, INCREMENTAL_MEMORY, FULL_MEMORY = "COUNTYLAKE_DUCKDB_MEMORY", "1GB", "2GB"
 # Deleted rows stay in a table's row groups until a checkpoint compacts it. DuckDB compacts
 # at every checkpoint what it can, which rewrote the person tables whole every night; the
 # countylake_keys plugin turns that off, and the checkpoint that completes a build
@@ -1441,17 +1443,25 @@ def build(
             # meanwhile waits for them (about 1 s at scale 1)
             windows = _hand_over_windows(work, (plan and plan.windows) or sorted(lake_windows(p)))
             steps: dict[str, float] = {"plan": time.monotonic() - started}
+
+            def start_target() -> None:
+                """The file dbt builds into, as the mode starts it (again after a build ran
+                out of memory)."""
+                for leftover in (target, target.with_name(f"{target.name}.wal")):
+                    leftover.unlink(missing_ok=True)
+                if full_refresh and not (fresh or select):
+                    _carry_over(current, target)
+                elif not fresh:
+                    shutil.copy2(current, target)
+
             clock = time.monotonic()
-            if full_refresh and not (fresh or select):
-                _carry_over(current, target)
-            elif not fresh:
-                shutil.copy2(current, target)
+            start_target()
             steps["copy"] = time.monotonic() - clock
             build_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
             clock = time.monotonic()
             mode = "first build" if fresh else ("full refresh" if full_refresh else "incremental")
             nodes, written = _dbt_build(
-                p, target, mode, full_refresh, plan, select, build_id, windows, say
+                p, target, start_target, mode, full_refresh, plan, select, build_id, windows, say
             )
             steps["dbt"] = time.monotonic() - clock
             seconds = round(time.monotonic() - started, 2)
@@ -1511,6 +1521,7 @@ def _carry_over(current: Path, target: Path) -> None:
 def _dbt_build(
     p: Paths,
     target: Path,
+    start_target: Callable[[], None],
     mode: str,
     full_refresh: bool,
     plan: BuildPlan | None,
@@ -1519,7 +1530,8 @@ def _dbt_build(
     windows: Path,
     say: Callable[[str], None],
 ) -> tuple[dict, list[str]]:
-    """``dbt build`` into ``target``: the plan's selection, or ``select``, or every node.
+    """``dbt build`` into ``target``: the plan's selection, or ``select``, or every node; once
+    more without the memory limit, from ``start_target()``, if it ran out of memory under it.
     Returns the node counts by status and the relations written; raises if any node failed."""
     say(f"== warehouse: dbt build ({mode}) into {target}")
     # dbt's manifest.json and run_results.json cost ~2 s a build: build_results.json
@@ -1535,14 +1547,14 @@ def _dbt_build(
         # a first build, a full refresh or a changed project: dbt parses the project
         # afresh (its partial parsing has lost a snapshot across a project upgrade)
         (_dbt_dir(p) / "target" / "partial_parse.msgpack").unlink(missing_ok=True)
-    bound = os.environ.get(MEMORY_ENV, INCREMENTAL_MEMORY if mode == "incremental" else "")
+    bound = os.environ.get(MEMORY_ENV, INCREMENTAL_MEMORY if mode == "incremental" else FULL_MEMORY)
     dbt = partial(
         run_dbt, args, p, database=target, progress=say, build_id=build_id, windows=windows
     )
     result = dbt(memory=bound)
     if bound and MEMORY_ENV not in os.environ and _out_of_memory(result):
         say(f"== warehouse: out of memory under DuckDB's {bound} limit; again without it")
-        shutil.copy2(p.warehouse / WAREHOUSE_FILE, target)  # the failed attempt's writes go
+        start_target()  # the failed attempt's writes go
         result = dbt(memory="")
     _write_build_results(p, build_id, result)
     nodes, problems = _summarise(result)

@@ -780,21 +780,32 @@ def test_the_privacy_scan_finds_a_raw_id_number_or_phone(built, tmp_path):
     assert scan([other]) == 0
 
 
-def test_an_incremental_build_is_memory_bounded_and_retried_without_the_bound(
-    built, tmp_path, monkeypatch
+@pytest.mark.parametrize("mode", ["incremental", "full refresh"])
+def test_a_build_is_memory_bounded_and_retried_without_the_bound(
+    built, tmp_path, monkeypatch, mode
 ):
-    """An incremental build runs under DuckDB's default limit; one that runs out of memory
-    there is built again without it, and the warehouse is swapped in all the same."""
+    """A build runs under DuckDB's default limit for its mode; one that runs out of memory
+    there is built again without it, from the start its mode makes (a full refresh: the
+    snapshots' history carried over), and the warehouse is swapped in all the same."""
     home = tmp_path / "home"
     copy_home(built.home, home)
+    database = home / "warehouse" / warehouse.WAREHOUSE_FILE
+    history = "select count(*), min(dbt_valid_from) from snapshots.snap_people_register"
+    with duckdb.connect(str(database), read_only=True) as con:
+        versions = con.execute(history).fetchone()
     monkeypatch.delenv(warehouse.MEMORY_ENV, raising=False)
-    monkeypatch.setattr(warehouse, "INCREMENTAL_MEMORY", "1MB")  # too little for any model
+    bound = "INCREMENTAL_MEMORY" if mode == "incremental" else "FULL_MEMORY"
+    monkeypatch.setattr(warehouse, bound, "1MB")  # too little for any model
     said: list[str] = []
-    summary = warehouse.build(home, select="dim_division", progress=said.append)
+    if mode == "incremental":
+        summary = warehouse.build(home, select="dim_division", progress=said.append)
+    else:
+        summary = warehouse.build(home, full_refresh=True, progress=said.append)
     assert any("out of memory under DuckDB's 1MB limit" in line for line in said), said
-    assert summary["mode"] == "incremental" and summary["nodes"].get("success", 0) >= 1
-    with duckdb.connect(str(home / "warehouse" / warehouse.WAREHOUSE_FILE), read_only=True) as con:
+    assert summary["mode"] == mode and summary["nodes"].get("success", 0) >= 1
+    with duckdb.connect(str(database), read_only=True) as con:
         builds = con.execute("select build_id from _meta.builds").fetchall()
+        assert con.execute(history).fetchone() == versions
     assert builds[-1] == (summary["build_id"],)
 
 
