@@ -65,10 +65,13 @@ WINDOWS_ENV = "COUNTYLAKE_LAKE_WINDOWS_FILE"
 # the environment says otherwise (an empty value: no limit); a build that runs out of memory
 # under the default is built again without it. Unbounded, DuckDB's buffer pool took 4.7-6 GB
 # for a daily build at scale 5; under INCREMENTAL_MEMORY 1.6 GB, at about 1.4x the time. A
-# first build or full refresh took 7.5 GB at scale 5, and 2.4 GB under FULL_MEMORY, at 1.25x
-# the time (148 s against 118 s). Under 1.5 GB it runs out: DuckDB does not spill the states
-# of string aggregates (min(varchar), first(... order by ...) in the sightings models).
-MEMORY_ENV, INCREMENTAL_MEMORY, FULL_MEMORY = "COUNTYLAKE_DUCKDB_MEMORY", "1GB", "2GB"
+# first build or full refresh builds one model at a time (FULL_THREADS) under FULL_MEMORY: at
+# scale 5 the process peaked at 1.9 GB in 173 s, against 2.4 GB in 156 s two at a time under
+# 2 GB and 7.5 GB in 118 s unbounded. Two at a time ran out under 1.5 GB (int_person_sightings
+# beside snap_people_register): DuckDB does not spill the states of string aggregates
+# (min(varchar), first(... order by ...)), so two such models need both their states at once.
+MEMORY_ENV, INCREMENTAL_MEMORY, FULL_MEMORY = "COUNTYLAKE_DUCKDB_MEMORY", "1GB", "1500MB"
+FULL_THREADS = 1
 # Deleted rows stay in a table's row groups until a checkpoint compacts it. DuckDB compacts
 # at every checkpoint what it can, which rewrote the person tables whole every night; the
 # countylake_keys plugin turns that off, and the checkpoint that completes a build
@@ -1352,7 +1355,7 @@ def _summarise(result) -> tuple[dict, list[str]]:
 
 def build_results_path(where: Paths | str | Path | None = None) -> Path:
     """The last dbt build's nodes: ``{"build_id", "elapsed", "results": [{"unique_id",
-    "status", "seconds", "message"}]}``, under dbt's target/ folder."""
+    "status", "seconds", "thread", "message"}]}``, under dbt's target/ folder."""
     return _dbt_dir(_paths(where)) / "target" / "build_results.json"
 
 
@@ -1363,6 +1366,7 @@ def _write_build_results(p: Paths, build_id: str, result) -> None:
             "unique_id": r.node.unique_id,
             "status": str(r.status),
             "seconds": round(r.execution_time, 3),
+            "thread": r.thread_id,
             "message": (r.message or "")[:500] or None,
         }
         for r in getattr(run, "results", None) or []
@@ -1539,6 +1543,8 @@ def _dbt_build(
     args = ["build", "--no-write-json"]
     if full_refresh:
         args.append("--full-refresh")
+    if mode != "incremental":
+        args += ["--threads", str(FULL_THREADS)]
     if select:
         args += ["--select", *([select] if isinstance(select, str) else select)]
     elif plan and plan.selectors:

@@ -784,9 +784,10 @@ def test_the_privacy_scan_finds_a_raw_id_number_or_phone(built, tmp_path):
 def test_a_build_is_memory_bounded_and_retried_without_the_bound(
     built, tmp_path, monkeypatch, mode
 ):
-    """A build runs under DuckDB's default limit for its mode; one that runs out of memory
-    there is built again without it, from the start its mode makes (a full refresh: the
-    snapshots' history carried over), and the warehouse is swapped in all the same."""
+    """A build runs under DuckDB's default limit for its mode (a full refresh one model at a
+    time, so that the limit is one model's); one that runs out of memory there is built again
+    without it, from the start its mode makes (a full refresh: the snapshots' history carried
+    over), and the warehouse is swapped in all the same."""
     home = tmp_path / "home"
     copy_home(built.home, home)
     database = home / "warehouse" / warehouse.WAREHOUSE_FILE
@@ -807,6 +808,10 @@ def test_a_build_is_memory_bounded_and_retried_without_the_bound(
         builds = con.execute("select build_id from _meta.builds").fetchall()
         assert con.execute(history).fetchone() == versions
     assert builds[-1] == (summary["build_id"],)
+    results = json.loads(warehouse.build_results_path(home).read_text())["results"]
+    if mode == "full refresh":
+        nodes = [r for r in results if not r["unique_id"].startswith("operation.")]  # hooks
+        assert len({r["thread"] for r in nodes}) == 1, nodes
 
 
 @pytest.fixture(scope="module")
