@@ -184,13 +184,19 @@ def server_copy_ceiling(dsn: str, rows: int) -> dict | None:
     with psycopg.connect(f"{dsn}/{DB_NAME}", autocommit=True) as con:
         began = time.perf_counter()
         try:
-            con.execute(f"COPY ({SELECT}) TO '/dev/null' (FORMAT binary)")
+            _copy_on_server(con, SELECT)
         except psycopg.Error as exc:  # needs superuser or pg_write_server_files
             log(f"server-side COPY skipped ({str(exc).strip().splitlines()[0]}); warming up")
             con.execute(f"SELECT count(*) FROM ({SELECT}) AS t")
             return None
         seconds = time.perf_counter() - began
     return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": rows / seconds}
+
+
+def _copy_on_server(con, select: str) -> None:
+    """The server encodes the rows as the anchor's COPY does and writes them to /dev/null:
+    what the source costs with no client reading."""
+    con.execute(f"COPY ({select}) TO '/dev/null' (FORMAT binary)")
 
 
 # --------------------------------------------------------------------------- the contract
@@ -256,26 +262,42 @@ def _baseline_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-_COPY_SESSIONS: dict[str, object] = {}  # URL -> the anchor's psycopg connection
+_COPY_SESSIONS: dict[str, object] = {}  # URL -> the process's psycopg session (_copy_session)
 
 
 def _measure_copy(spec: dict) -> dict:
-    import psycopg
+    import psycopg  # noqa: F401 - before the clock; _copy_session imports it at first use
 
     baseline = _baseline_mb()
     # Its connect inside the clock, as the connector's (ADBC's) connect is inside its own; a
     # later query to the same database reuses the session, as the connector's do.
     clock = _Clock()
-    con = _COPY_SESSIONS.get(spec["url"])
-    if con is None:
-        con = _COPY_SESSIONS[spec["url"]] = psycopg.connect(spec["url"], autocommit=True)
-    with con.cursor() as cur:
+    with _copy_session(spec["url"]).cursor() as cur:
         nbytes = 0
         with cur.copy(f"COPY ({spec.get('select', SELECT)}) TO STDOUT (FORMAT binary)") as copy:
             for block in copy:
                 nbytes += len(block)
     timing = clock.stop()
     return {"rows": spec["rows"], **timing, "bytes": nbytes, "baseline_mb": baseline}
+
+
+def _measure_server_copy(spec: dict) -> dict:
+    """The anchor's COPY done by the server alone (needs superuser or pg_write_server_files)."""
+    import psycopg  # noqa: F401 - before the clock; _copy_session imports it at first use
+
+    baseline = _baseline_mb()
+    clock = _Clock()
+    _copy_on_server(_copy_session(spec["url"]), spec.get("select", SELECT))
+    return {"rows": spec["rows"], **clock.stop(), "baseline_mb": baseline}
+
+
+def _copy_session(url: str):
+    """One psycopg session per database for the process, connected on first use."""
+    import psycopg
+
+    if url not in _COPY_SESSIONS:
+        _COPY_SESSIONS[url] = psycopg.connect(url, autocommit=True)
+    return _COPY_SESSIONS[url]
 
 
 def _measure_read_sql(spec: dict) -> dict:

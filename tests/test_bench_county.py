@@ -46,7 +46,11 @@ def test_bench_county_reports_every_stage_beside_its_anchor(tmp_path):
     assert 0 < extraction["baseline"]["rows"] <= tables
     for stage in (extraction, validation):
         assert stage["project"]["rounds"] == stage["anchor"]["rounds"] == 2
-    assert extraction["baseline"]["rounds"] == 1
+    assert extraction["baseline"]["rounds"] == extraction["server"]["rounds"] == 1
+    assert extraction["server"]["rows"] == tables  # the machine's postgres is a superuser
+    per_table = extraction["project"]["per_dataset"]
+    assert sum(t["rows"] for t in per_table.values()) == tables
+    assert all(t["cpu_s"] > 0 for t in per_table.values())
     engine = validation["project"]
     assert engine["rows"] == tables == engine["rows_landed"] + engine["rows_quarantined"]
     assert 0 < validation["anchor"]["rows"] <= tables
