@@ -69,7 +69,8 @@ WINDOWS_ENV = "COUNTYLAKE_LAKE_WINDOWS_FILE"
 # scale 5 the process peaked at 1.9 GB in 173 s, against 2.4 GB in 156 s two at a time under
 # 2 GB and 7.5 GB in 118 s unbounded. Two at a time ran out under 1.5 GB (int_person_sightings
 # beside snap_people_register): DuckDB does not spill the states of string aggregates
-# (min(varchar), first(... order by ...)), so two such models need both their states at once.
+# (min(varchar), first(... order by ...)), so the sightings' states stay in memory whole while
+# the model beside them needs its share.
 MEMORY_ENV, INCREMENTAL_MEMORY, FULL_MEMORY = "COUNTYLAKE_DUCKDB_MEMORY", "1GB", "1500MB"
 FULL_THREADS = 1
 # Deleted rows stay in a table's row groups until a checkpoint compacts it. DuckDB compacts
