@@ -139,16 +139,14 @@ def build_dag() -> DAG:
 
         @task(task_id="quality_docs")
         def quality_docs() -> str:
-            from etl.gx import write_data_docs
-            from etl.ledger import Ledger
-            from etl.quality import docs_runs
+            from etl.quality import write_quality_docs
 
             where = paths()
             if not where.ledger.exists():
                 from airflow.sdk.exceptions import AirflowSkipException
 
                 raise AirflowSkipException(f"no run ledger at {where.ledger}: nothing landed yet")
-            return str(write_data_docs(where.home, docs_runs(Ledger(where.ledger))))
+            return str(write_quality_docs(where))
 
         dbt_build() >> dbt_docs()
         quality_docs()

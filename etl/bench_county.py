@@ -338,9 +338,7 @@ def _measure_night(spec: dict) -> dict:
     """One night: ingest ``spec['day']`` (none: only the rest), quality, warehouse, uplinks."""
     from etl.bench import _own_peak_mb
     from etl.bench_warehouse import ingest_day, measure_build
-    from etl.gx import write_data_docs
-    from etl.ledger import Ledger
-    from etl.quality import docs_runs
+    from etl.quality import write_quality_docs
     from etl.settings import paths
     from etl.simulate.api_server import ApiServer
     from etl.uplink import deliver_all
@@ -348,7 +346,7 @@ def _measure_night(spec: dict) -> dict:
     # Every step's modules, as those above: a night's clock covers its work, not importing
     # it, as in a worker that runs night after night. Some are otherwise imported at first
     # use: the warehouse's, ADBC's driver (by etl.sources.sql) and httpx's transport.
-    for module in ("etl.extract", "etl.land", "etl.pipeline", "etl.sources.sql",
+    for module in ("etl.extract", "etl.gx", "etl.land", "etl.pipeline", "etl.sources.sql",
                    "etl.sources.http", "etl.sources.files", "etl.warehouse",
                    "adbc_driver_postgresql", "adbc_driver_manager", "httpcore"):  # fmt: skip
         importlib.import_module(module)
@@ -386,7 +384,7 @@ def _measure_night(spec: dict) -> dict:
                 server.stop()
         log(f"  ingested {spec['day']}: {ingest['rows_landed']:,} rows landed")
     with step("quality (Data Docs)"):
-        write_data_docs(home, docs_runs(Ledger(where.ledger)))
+        write_quality_docs(where)
     build, lines = None, []
     if spec.get("warehouse", True):
         with step("warehouse (etl.warehouse.build)"):

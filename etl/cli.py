@@ -243,11 +243,9 @@ def cmd_quality(args) -> int:
     columns = ["department", "dataset", "day", "read", "quarantined", "rule", "severity"]
     print(text_table(rows, [*columns, "failed", "checked", "reasons"]))
     if args.docs:
-        from etl.gx import write_data_docs
-        from etl.quality import docs_runs
+        from etl.quality import write_quality_docs
 
-        index = write_data_docs(where.home, docs_runs(Ledger(where.ledger)))
-        print(f"\nData Docs: {index}")
+        print(f"\nData Docs: {write_quality_docs(where)}")
     return 0
 
 

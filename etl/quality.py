@@ -237,6 +237,15 @@ def scorecard_rows(where: Paths) -> list[dict]:
 DOCS_RUNS = 200
 
 
+def write_quality_docs(where: Paths) -> Path:
+    """The Great Expectations Data Docs of the ledger's newest windows (``etl.gx``), under
+    ``<home>/quality/docs``: what ``countylake quality --docs``, the warehouse DAG and the
+    bench render. Returns the index page."""
+    from etl.gx import write_data_docs
+
+    return write_data_docs(where.home, docs_runs(Ledger(where.ledger)))
+
+
 def docs_runs(ledger: Ledger, limit: int = DOCS_RUNS) -> list[dict]:
     """The newest landed windows with their rule results, shaped for ``etl.gx.write_data_docs``.
     A window that landed and quarantined no row and failed no rule is left out: its page would
