@@ -39,6 +39,8 @@ def test_bench_county_reports_every_stage_beside_its_anchor(tmp_path):
         assert project["ratio"] > 0, name
         assert project["anchor"], name
         assert project["seconds"] > 0 and project["peak_mb"] > 0, name
+        # the child's own memory before its work, not the bench's (the parent's) peak
+        assert 0 < project["baseline_mb"] <= project["peak_mb"], name
     extraction, validation, landing = (stages[k] for k in ("extraction", "validation", "landing"))
     tables = sum(t["rows"] for t in scale["department_tables"])
     assert tables > 0
