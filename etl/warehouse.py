@@ -823,11 +823,12 @@ def run_dbt(
     build_id: str | None = None,
     memory: str | None = None,
     windows: Path | None = None,
+    extra_vars: dict | None = None,
 ):
-    """Run one dbt command on the project with the county's vars and environment: the
-    warehouse file ``database`` (default the current one), the HMAC pads, the id of the build
-    (stamped on the staged rows it writes), DuckDB's ``memory`` limit (None: the
-    environment's), the lake's windows as the build listed them (``_hand_over_windows``;
+    """Run one dbt command on the project with the county's vars (and ``extra_vars``) and
+    environment: the warehouse file ``database`` (default the current one), the HMAC pads, the
+    id of the build (stamped on the staged rows it writes), DuckDB's ``memory`` limit (None:
+    the environment's), the lake's windows as the build listed them (``_hand_over_windows``;
     None: dbt lists the lake) and dbt's target/ and logs/ under
     ``<data root>/warehouse/dbt``. Returns dbt's ``dbtRunnerResult``."""
     from dbt.cli.main import dbtRunner
@@ -861,7 +862,7 @@ def run_dbt(
         "--profiles-dir",
         str(PROJECT_DIR),
         "--vars",
-        json.dumps(dbt_vars(p), ensure_ascii=False),
+        json.dumps({**dbt_vars(p), **(extra_vars or {})}, ensure_ascii=False),
     ]
     command, rest = _split_command(args)
     with _environment(env):
@@ -1632,6 +1633,36 @@ def docs(where: Paths | str | Path | None = None) -> Path:
             shutil.rmtree(out)
         shutil.move(staged, out)
     return out / "static_index.html"
+
+
+def test_every_row(
+    where: Paths | str | Path | None = None, progress: Callable[[str], None] | None = None
+) -> dict:
+    """Every test of the project on every row of the current warehouse (``dbt test`` with var
+    ``every_row``, macros/tests/where_subquery.sql). A build tests only the rows it wrote and
+    the keys it recomputed: a test added or tightened since never saw the older rows, and
+    this is how they get seen. On a copy of the current file, as ``docs`` reads one, so readers
+    are not disturbed; dbt's target/ goes to a scratch folder, as the vars differ from a
+    build's, to keep the builds' parsed project. Returns the node counts by status and the
+    messages of the failures and errors."""
+    p = _paths(where)
+    current = p.warehouse / WAREHOUSE_FILE
+    if not current.exists():
+        raise WarehouseError(
+            str(current), "no warehouse to test", "run `countylake warehouse build` first"
+        )
+    with _build_lock(p.warehouse), _scratch(p.warehouse) as tmp:
+        database = Path(tmp) / WAREHOUSE_FILE
+        shutil.copy2(current, database)
+        result = run_dbt(
+            ["test", "--target-path", str(Path(tmp) / "target")],
+            p,
+            database=database,
+            progress=progress,
+            extra_vars={"every_row": True},
+        )
+    nodes, problems = _summarise(result)
+    return {"warehouse": str(current), "nodes": nodes, "problems": problems}
 
 
 def freshness(where: Paths | str | Path | None = None) -> list[dict]:

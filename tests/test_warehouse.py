@@ -780,6 +780,49 @@ def test_the_privacy_scan_finds_a_raw_id_number_or_phone(built, tmp_path):
     assert scan([other]) == 0
 
 
+def test_every_row_is_tested_when_the_warehouse_is_audited(built, tmp_path):
+    """A build tests the rows it wrote and the keys it recomputed; ``test_every_row`` runs every
+    test on every row: it finds a raw ID number in a profile and a mobile number in a staged
+    row and a repeated key among the staged rows, all where no build touched them, which the
+    same tests in a build never read; every other test passes on every row of the warehouse."""
+    home = tmp_path / "home"
+    copy_home(built.home, home)
+    database = home / "warehouse" / warehouse.WAREHOUSE_FILE
+    profile, staged = "marts.mart_profile__person", "staging.stg_civil_affairs__assistance"
+    with duckdb.connect(str(database)) as con:  # as an earlier build left them: no key touched
+        con.execute(f"insert into {staged} select * from {staged} order by rowid desc limit 1")
+        con.execute(
+            f"update {profile} set name_masked = '张 370322199001011234' "
+            f"where person_key = (select min(person_key) from {profile})"
+        )
+        con.execute(
+            f"update {staged} set name_masked = '13912345678' "
+            f"where rowid = (select min(rowid) from {staged})"
+        )
+        con.execute("delete from _meta.touched_people")
+    in_a_build = warehouse.run_dbt(
+        ["test", "--select", "mart_profile__person", "stg_civil_affairs__assistance"],
+        home,
+        database=database,
+        build_id="build-under-test",
+    )
+    assert in_a_build.success, [r.message for r in in_a_build.result.results if r.failures]
+
+    audit = warehouse.test_every_row(home)
+    failed = sorted(problem.split(":")[0] for problem in audit["problems"])
+    assert failed == [
+        "grain_stg_civil_affairs__assistance_person_key__assistance_type",
+        "no_raw_identifiers_mart_profile__person_person_key__people",
+        "no_raw_identifiers_stg_civil_affairs__assistance_",
+    ], audit["problems"]
+    assert audit["nodes"]["pass"] > 100 and audit["nodes"]["fail"] == 3, audit["nodes"]
+
+
+def test_auditing_a_data_root_without_a_warehouse_says_to_build_one(tmp_path):
+    with pytest.raises(warehouse.WarehouseError, match="no warehouse to test.*warehouse build"):
+        warehouse.test_every_row(tmp_path)
+
+
 @pytest.mark.parametrize("mode", ["incremental", "full refresh"])
 def test_a_build_is_memory_bounded_and_retried_without_the_bound(
     built, tmp_path, monkeypatch, mode

@@ -84,8 +84,10 @@ having count(*) filter (where {{ valid_to }} is null) <> 1
 {#- A table whose rows carry the build that wrote them (_staged_in) is checked on this build's
     rows, and a table kept per person or entity (``touched``: people or entities, ``key``: its
     key column; see macros/changes.sql) on the keys this build recomputed: earlier rows were
-    checked by their build and never change. -#}
-{%- set this_build_only = columns | selectattr('name', 'equalto', '_staged_in') | list | length > 0 -%}
+    checked by their build and never change; every row when every row is tested (var
+    every_row, macros/tests/where_subquery.sql). -#}
+{%- set every_row = var('every_row', false) -%}
+{%- set this_build_only = not every_row and columns | selectattr('name', 'equalto', '_staged_in') | list | length > 0 -%}
 {%- for column in columns -%}
     {%- if column.dtype.upper().startswith('VARCHAR') or column.dtype.upper().endswith('[]') -%}
         {%- do texts.append(column.name) -%}
@@ -96,7 +98,7 @@ with checked as (
     select * from {{ model }}
     {%- if this_build_only %}
     where _staged_in is not distinct from getvariable('countylake_build')
-    {%- elif touched %}
+    {%- elif touched and not every_row %}
     where {{ is_touched(touched, adapter.quote(key)) }}
     {%- endif %}
 ),
