@@ -1643,8 +1643,9 @@ def test_every_row(
     the keys it recomputed: a test added or tightened since never saw the older rows, and
     this is how they get seen. On a copy of the current file, as ``docs`` reads one, so readers
     are not disturbed; dbt's target/ goes to a scratch folder, as the vars differ from a
-    build's, to keep the builds' parsed project. Returns the node counts by status and the
-    messages of the failures and errors."""
+    build's, to keep the builds' parsed project. It reads every row as a full build does, so
+    it runs as one (``FULL_THREADS``, ``FULL_MEMORY``): 59 s and 1.3 GB at scale 1. Returns
+    the node counts by status and the messages of the failures and errors."""
     p = _paths(where)
     current = p.warehouse / WAREHOUSE_FILE
     if not current.exists():
@@ -1655,10 +1656,11 @@ def test_every_row(
         database = Path(tmp) / WAREHOUSE_FILE
         shutil.copy2(current, database)
         result = run_dbt(
-            ["test", "--target-path", str(Path(tmp) / "target")],
+            ["test", "--threads", str(FULL_THREADS), "--target-path", str(Path(tmp) / "target")],
             p,
             database=database,
             progress=progress,
+            memory=os.environ.get(MEMORY_ENV, FULL_MEMORY),
             extra_vars={"every_row": True},
         )
     nodes, problems = _summarise(result)
