@@ -819,7 +819,7 @@ def test_every_row_is_tested_when_the_warehouse_is_audited(built, tmp_path):
 
 
 def test_auditing_a_data_root_without_a_warehouse_says_to_build_one(tmp_path):
-    with pytest.raises(warehouse.WarehouseError, match="no warehouse to test.*warehouse build"):
+    with pytest.raises(warehouse.WarehouseError, match=r"no warehouse to test.*warehouse build"):
         warehouse.test_every_row(tmp_path)
 
 
