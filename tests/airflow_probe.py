@@ -104,6 +104,7 @@ def describe_other(dag) -> dict:
         "schedule_assets": sorted(a.name for a in getattr(condition, "objects", [])),
         "schedule_all": type(condition).__name__ if condition is not None else None,
         "fallback_cron": getattr(inner, "expression", None),
+        "cron": getattr(timetable, "expression", None),
         "timezone": str(dag.timezone.name),
         "catchup": dag.catchup,
         "max_active_runs": dag.max_active_runs,

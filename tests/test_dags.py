@@ -165,6 +165,14 @@ def test_warehouse_dag_builds_then_documents_and_emits_one_asset_per_mart(parsed
         assert outlet["uri"].endswith(f"/warehouse/county.duckdb?table=marts.{mart}")
 
 
+def test_the_warehouse_is_audited_weekly_on_every_row(parsed):
+    dag = parsed["other_dags"]["warehouse_audit"]
+    assert dag["cron"] == "0 3 * * 0" and dag["timezone"] == "Asia/Shanghai"
+    assert dag["catchup"] is False and dag["max_active_runs"] == 1
+    assert list(dag["tasks"]) == ["test_every_row"]
+    assert dag["tasks"]["test_every_row"]["retries"] == 0  # a failed test fails again
+
+
 @pytest.mark.airflow
 def test_warehouse_dag_runs_through_airflow(built, tmp_path):
     """The built county's lake, ledger and warehouse, copied: the DAG publishes the ledger's
