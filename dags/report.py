@@ -15,11 +15,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import DAG, CronTriggerTimetable, get_current_context, task
+from airflow.sdk import get_current_context, task
 
 from etl.contracts import load_profile
-from etl.dagspec import schedule_start
+from etl.dagspec import cron_dag
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +26,14 @@ DAG_ID = "report_weekly"
 CRON = "30 7 * * 1"  # Mondays 07:30
 
 
-def build_dag() -> DAG:
+def build_dag():
     tz = load_profile().timezone
-    start = pendulum.datetime(*schedule_start().timetuple()[:3], tz=tz)
-    with DAG(
-        dag_id=DAG_ID,
+    with cron_dag(
+        DAG_ID,
+        CRON,
         dag_display_name="report · 每周数据简报",
         description="The weekly leadership brief (HTML, PDF), scorecard and catalogue pages",
         doc_md=__doc__,
-        schedule=CronTriggerTimetable(CRON, timezone=start.tz),
-        start_date=start,
-        catchup=False,
-        max_active_runs=1,
         tags=["report"],
         default_args={
             "owner": "data-center",

@@ -6,18 +6,16 @@ keys it recomputed, so a test added or tightened since, or a row changed behind 
 seen here. The task fails, naming the tests, when one fails or errors. It holds the build lock
 while it runs (about a minute at scale 1), after the night's build and before Monday's brief.
 
-Parsing imports only the Airflow SDK, pendulum and the county profile.
+Parsing imports only the Airflow SDK, pendulum and the county profile (``etl.dagspec.cron_dag``).
 """
 
 from __future__ import annotations
 
 import logging
 
-import pendulum
-from airflow.sdk import DAG, CronTriggerTimetable, task
+from airflow.sdk import task
 
-from etl.contracts import load_profile
-from etl.dagspec import schedule_start
+from etl.dagspec import cron_dag
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +23,13 @@ DAG_ID = "warehouse_audit"
 CRON = "0 3 * * 0"  # Sundays 03:00
 
 
-def build_dag() -> DAG:
-    tz = load_profile().timezone
-    start = pendulum.datetime(*schedule_start().timetuple()[:3], tz=tz)
-    with DAG(
-        dag_id=DAG_ID,
+def build_dag():
+    with cron_dag(
+        DAG_ID,
+        CRON,
         dag_display_name="warehouse audit · 数仓全量校验",
         description="Every dbt test on every row of the current warehouse, weekly",
         doc_md=__doc__,
-        schedule=CronTriggerTimetable(CRON, timezone=start.tz),
-        start_date=start,
-        catchup=False,
-        max_active_runs=1,
         tags=["warehouse"],
         default_args={"owner": "data-center", "retries": 0},  # a failed test fails again
     ) as dag:

@@ -2,7 +2,8 @@
 names of the assets they produce and the date schedules start from.
 
 Airflow re-parses DAG files every few seconds, so this module imports only the contract loader
-and the settings (pydantic and yaml), never pandas, pyarrow, duckdb or Airflow itself.
+and the settings (pydantic and yaml), never pandas, pyarrow or duckdb; Airflow's SDK only inside
+``cron_dag``, which only DAG files call.
 """
 
 from __future__ import annotations
@@ -29,6 +30,27 @@ def schedule_start() -> date:
         return date.fromisoformat(value)
     except ValueError as exc:
         raise ValueError(f"COUNTYLAKE_START_DATE: {value!r} is not an ISO date") from exc
+
+
+def cron_dag(dag_id: str, cron: str, **fields):
+    """A DAG on ``cron`` in the county's time zone from ``schedule_start()``, one run at a time
+    and no catchup: the weekly DAGs (the brief, the warehouse audit). ``fields``: the rest of
+    ``airflow.sdk.DAG``'s arguments."""
+    import pendulum
+    from airflow.sdk import DAG, CronTriggerTimetable
+
+    from etl.contracts import load_profile
+
+    tz = load_profile().timezone
+    start = pendulum.datetime(*schedule_start().timetuple()[:3], tz=tz)
+    return DAG(
+        dag_id=dag_id,
+        schedule=CronTriggerTimetable(cron, timezone=start.tz),
+        start_date=start,
+        catchup=False,
+        max_active_runs=1,
+        **fields,
+    )
 
 
 def load_systems_each(root: Path | None = None) -> tuple[list[SystemContract], list[ContractError]]:
