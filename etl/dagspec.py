@@ -13,7 +13,7 @@ from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
-from etl.contracts import ContractError, SystemContract, load_system, schemas_root
+from etl.contracts import ContractError, SystemContract, load_profile, load_system, schemas_root
 from etl.settings import paths
 
 DEFAULT_START_DATE = "2026-11-01"
@@ -38,8 +38,6 @@ def cron_dag(dag_id: str, cron: str, **fields):
     ``airflow.sdk.DAG``'s arguments."""
     import pendulum
     from airflow.sdk import DAG, CronTriggerTimetable
-
-    from etl.contracts import load_profile
 
     tz = load_profile().timezone
     start = pendulum.datetime(*schedule_start().timetuple()[:3], tz=tz)
