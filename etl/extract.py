@@ -145,16 +145,7 @@ def extract(
     ledger = Ledger(where.ledger)
     attempt_id = uuid.uuid4().hex[:16]
     source = open_source(system, dataset, where)
-    # One attachment of the ledger for the attempt's start and what the planning needs from
-    # it, before the source is asked anything (each attachment reads the file afresh).
-    with ledger.session():
-        described = source.describe()
-        ledger.start(attempt_id, run_id, system.system, dataset.dataset, start, end, described)
-        try:
-            known = LedgerView.read(ledger, system.system, dataset, start)
-        except Exception as exc:
-            ledger.fail(attempt_id, str(exc))
-            raise
+    described = source.describe()
     staging = where.staging / system.system / dataset.dataset / attempt_id
     staged = Staged(
         system.system,
@@ -169,16 +160,29 @@ def extract(
         None,
         None,
     )
+    snapshot = dataset.incremental.strategy == "snapshot"
+    if snapshot:
+        from etl.snapshot import base_verdict, diff_with_previous, unchanged_at_source
+    # One attachment of the ledger for the attempt's start and what the planning needs from
+    # it, before the source is asked anything (each attachment reads the file afresh).
+    with ledger.session():
+        ledger.start(attempt_id, run_id, system.system, dataset.dataset, start, end, described)
+        try:
+            known = LedgerView.read(ledger, system.system, dataset, start)
+            verdict = base_verdict(where, ledger, staged, dataset) if snapshot else None
+        except Exception as exc:
+            ledger.fail(attempt_id, str(exc))
+            raise
     began = time.perf_counter()
     try:
         staging.mkdir(parents=True, exist_ok=True)
         plan = plan_window(dataset, source, known, end, tz)
-        snapshot = dataset.incremental.strategy == "snapshot"
-        if plan is not None and snapshot:
-            from etl.snapshot import diff_with_previous, unchanged_at_source
-
-            if unchanged_at_source(where, staged, source, dataset):
-                plan = None
+        if (
+            plan is not None
+            and snapshot
+            and (unchanged_at_source(where, staged, source, dataset, verdict, tz))
+        ):
+            plan = None
         if plan is not None:
             staged.cursor_lower, staged.cursor_upper = plan.lower, plan.upper
             staged.source_files = list(plan.files)

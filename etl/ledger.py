@@ -194,19 +194,35 @@ class Ledger:
         return row[0] if row else None
 
     def landed_attempt(self, system: str, dataset: str, window_start: datetime) -> dict | None:
-        """The last landed attempt of this exact window, so a rerun reads the same range."""
+        """The last landed attempt of this exact window, so a rerun reads the same range (and
+        a register found unchanged keeps what it quarantined)."""
         with self.connect(read_only=True) as con:
             cur = con.execute(
-                "SELECT attempt_id, cursor_lower, cursor_upper, source_files FROM runs "
-                "WHERE system = ? AND dataset = ? AND window_start = ? AND status = 'landed' "
-                "ORDER BY finished_at DESC LIMIT 1",
+                "SELECT attempt_id, cursor_lower, cursor_upper, source_files, rows_quarantined "
+                "FROM runs WHERE system = ? AND dataset = ? AND window_start = ? "
+                "AND status = 'landed' ORDER BY finished_at DESC LIMIT 1",
                 [system, dataset, window_start],
             )
             row = cur.fetchone()
         if not row:
             return None
         files = json.loads(row[3]) if row[3] else []
-        return {"attempt_id": row[0], "lower": row[1], "upper": row[2], "files": files}
+        return {"attempt_id": row[0], "lower": row[1], "upper": row[2], "files": files,
+                "rows_quarantined": row[4] or 0}  # fmt: skip
+
+    def rule_results(self, attempt_id: str) -> list[dict]:
+        """An attempt's rule results as the validator tallied them."""
+        with self.connect(read_only=True) as con:
+            rows = con.execute(
+                "SELECT rule_id, severity, checked, failed, reasons FROM rule_results "
+                "WHERE attempt_id = ? ORDER BY rule_id",
+                [attempt_id],
+            ).fetchall()
+        return [
+            {"rule_id": rule, "severity": severity, "checked": checked, "failed": failed,
+             "reasons": json.loads(reasons or "{}")}
+            for rule, severity, checked, failed, reasons in rows
+        ]  # fmt: skip
 
     def history(self, system: str, dataset: str, before: datetime, limit: int) -> list[dict]:
         """The latest landed attempt of each of the ``limit`` windows before ``before``."""

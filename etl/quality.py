@@ -32,7 +32,8 @@ from etl.ledger import Ledger
 from etl.rules import rules_for
 from etl.settings import Paths
 
-VALUE_KINDS_EXCLUDED = ("not_null", "unique", "volume", "freshness")
+DATASET_RULE_KINDS = ("volume", "freshness")  # judged per window at commit, not per row
+VALUE_KINDS_EXCLUDED = ("not_null", "unique", *DATASET_RULE_KINDS)
 
 
 def dataset_checks(

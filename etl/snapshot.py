@@ -7,13 +7,16 @@ rerun of a window compares with the same base and gives the same changes.
 
 Most nights a register does not change. Where the database can digest its table (PostgreSQL,
 MySQL: ``SqlSource.fingerprint``), the state also keeps the digest taken before its read; a
-window whose digest is its base's reads nothing (``unchanged_at_source``).
+window whose digest is its base's reads nothing (``unchanged_at_source``). It keeps the verdict
+of the read that made its base (``base_verdict``): the same rows judged the same way fail the
+same rules, so its quarantine and rule results are that read's, as a full read would find.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from etl.contracts import DatasetContract, judging_digest
 from etl.duck import scratch
@@ -25,9 +28,12 @@ def state_dir(where: Paths, system: str, dataset: str) -> Path:
     return where.state / "snapshots" / system / dataset
 
 
+STATE_TIME = "%Y%m%dT%H%M%SZ"  # a state file's name: its window's start in UTC
+
+
 def state_name(window_start: str) -> str:
     moment = datetime.fromisoformat(window_start).astimezone(UTC)
-    return moment.strftime("%Y%m%dT%H%M%SZ.parquet")
+    return moment.strftime(f"{STATE_TIME}.parquet")
 
 
 def base_state(where: Paths, system: str, dataset: str, window_start: str) -> Path | None:
@@ -42,23 +48,79 @@ def base_state(where: Paths, system: str, dataset: str, window_start: str) -> Pa
 FINGERPRINT_KEY = "source_fingerprint"
 
 
-def unchanged_at_source(where: Paths, staged, source, dataset: DatasetContract) -> bool:
+def base_verdict(where: Paths, ledger, staged, dataset: DatasetContract) -> dict | None:
+    """What the read that made this window's base state found, from the ledger: the window
+    (``window_start``), its rows quarantined and its row-level rule results (the volume and
+    freshness of a window are its own). None without a base or its landed attempt."""
+    from etl.quality import DATASET_RULE_KINDS
+    from etl.rules import rules_for
+
+    base = base_state(where, staged.system, staged.dataset, staged.window_start)
+    if base is None:
+        return None
+    start = datetime.strptime(base.stem, STATE_TIME).replace(tzinfo=UTC)
+    landed = ledger.landed_attempt(staged.system, staged.dataset, start)
+    if landed is None:
+        return None
+    own = {r.id for r in rules_for(dataset) if r.kind in DATASET_RULE_KINDS}
+    results = ledger.rule_results(landed["attempt_id"])
+    return {
+        "window_start": start.isoformat(),
+        "rows_quarantined": landed["rows_quarantined"],
+        "rule_results": [r for r in results if r["rule_id"] not in own],
+    }
+
+
+def unchanged_at_source(
+    where: Paths, staged, source, dataset: DatasetContract, verdict: dict | None, tz: str
+) -> bool:
     """Take the source's fingerprint for this window into ``staged`` (before the read, so that
     a change during the read makes the next one differ); True when it is the one the base
-    state was read at, counting the register's rows as read and unchanged: nothing to read.
+    state was read at: nothing to read. The register's rows count as read, and its base's
+    ``verdict`` stands: the rows that read quarantined are quarantined again (their files
+    copied into this window) and the rest are unchanged.
 
     The fingerprint covers how the rows are judged too (``judging_digest``): another contract,
-    county profile or release may judge the same rows differently, so it reads them again."""
+    county profile or release may judge the same rows differently, so it reads them again. So
+    does a base whose verdict or quarantined rows cannot be found."""
     taken = getattr(source, "fingerprint", lambda: None)()  # files and APIs have none
     if taken is None:
         return False
     rows, digest = taken
     staged.source_fingerprint = f"{judging_digest(dataset, JUDGING_CODE)}:{rows}:{digest}"
     base = base_state(where, staged.system, staged.dataset, staged.window_start)
-    if base is None or _fingerprint_of(base) != staged.source_fingerprint:
+    if base is None or verdict is None or _fingerprint_of(base) != staged.source_fingerprint:
         return False
-    staged.rows_read = staged.rows_unchanged = rows
+    if not _copy_quarantine(where, staged, verdict, tz):
+        return False
+    staged.rows_read = rows
+    staged.rows_quarantined = verdict["rows_quarantined"]
+    staged.rows_unchanged = rows - staged.rows_quarantined
+    staged.rule_results = verdict["rule_results"]
     return True
+
+
+def _copy_quarantine(where: Paths, staged, verdict: dict, tz: str) -> bool:
+    """The base window's quarantined rows into this window's staging (from the local lake or
+    the object store); False when they are not all there."""
+    import pyarrow.parquet as pq
+
+    from etl import lake
+    from etl.land import window_key
+
+    if not verdict["rows_quarantined"]:
+        return True
+    fs, root = lake.filesystem(where)
+    base = dataclasses.replace(staged, window_start=verdict["window_start"])
+    found = sorted(fs.glob(f"{root}/{window_key('quarantine', base, tz)}/quarantine-*.parquet"))
+    copied = [staged.dir / PurePosixPath(path).name for path in found]
+    for path, local in zip(found, copied, strict=True):
+        fs.get_file(path, str(local))
+    if sum(pq.ParquetFile(f).metadata.num_rows for f in copied) == verdict["rows_quarantined"]:
+        return True
+    for local in copied:
+        local.unlink()
+    return False
 
 
 # what judges a row besides its contract: the validator and the standards it applies

@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from conftest import require_server
 from ingest_helpers import api_server, run_day, window
 
 from etl.contracts import load_systems
@@ -245,6 +246,39 @@ def test_warehouse_reads_the_lake_through_s3fs(s3_lake):
     for (system, dataset, _), files in listed.items():
         landed = s3_lake.day1[f"{system}.{dataset}"]["rows_landed"]
         assert warehouse._holds_rows(s3_lake.where, files) == (landed > 0), files
+
+
+def test_a_quiet_register_keeps_its_quarantine_in_the_store(s3_lake, tmp_path, monkeypatch):
+    """The household register on PostgreSQL, its lake in the store: the night its database's
+    digest is unchanged, the window reads nothing and copies the rows the first read
+    quarantined from the store into its own quarantine window (etl.snapshot)."""
+    require_server(5432, "PostgreSQL (the register's database)")
+    from etl.simulate import simulate
+
+    home = tmp_path / "data"
+    home.mkdir()
+    monkeypatch.setenv("COUNTYLAKE_HOME", str(home))
+    monkeypatch.setenv(LAKE_URL_ENV, f"s3://{BUCKET}/registers")
+    simulate(home, scale=SCALE, days=1, seed=7, target="postgres")
+    only = {"public_security.household"}
+    nights = []
+    for n in (1, 2):
+        results, errors = run_day(n, only)
+        assert errors == {}
+        nights.append(results["public_security.household"])
+    first, quiet = nights
+    assert first["rows_quarantined"] > 0
+    assert (quiet["rows_read"], quiet["rows_landed"]) == (first["rows_read"], 0)
+    assert quiet["rows_quarantined"] == first["rows_quarantined"]
+    fs = s3_lake.fs()
+    rows = {}
+    for key in fs.find(f"{BUCKET}/registers/quarantine/public_security/household"):
+        if key.endswith(".parquet"):
+            with fs.open(key) as f:
+                rows[key.split("/load_date=")[1][:10]] = pq.read_table(f).to_pylist()
+    assert rows.keys() == {window(1)[0][:10], window(2)[0][:10]}
+    assert rows[window(1)[0][:10]] == rows[window(2)[0][:10]]
+    assert len(rows[window(2)[0][:10]]) == first["rows_quarantined"]
 
 
 def test_warehouse_refuses_a_lake_no_target_reads(tmp_path):

@@ -3,9 +3,11 @@ lands the same rows whether its SQL systems live in SQLite or on a server."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from conftest import SIM_SCALE, SIM_SEED, require_server
-from ingest_helpers import run_day
+from ingest_helpers import day, run_day
 
 from etl.contracts import load_systems
 from etl.simulate import simulate
@@ -165,13 +167,20 @@ def test_a_register_the_database_digests_as_unchanged_is_not_read_again(
 ):
     """The household register on a server: the first window reads it whole; the next, with
     the table as it was, takes the database's digest of it, finds it equal to the one taken
-    before that read and reads nothing (every row counted as read and unchanged). Another
-    contract reads it whole again, since it may judge the rows otherwise. A changed row, even
-    one whose address becomes NULL, changes the digest: the next window lands that row."""
+    before that read and reads nothing. Its rows count as read; those the first read
+    quarantined are quarantined again, the same rows in its own quarantine folder, with the
+    same rule results, and the rest are unchanged: a register whose bad rows are still at the
+    source does not look mended on a quiet night. Another contract reads it whole again, since
+    it may judge the rows otherwise, and the next quiet night keeps that read's verdict. A
+    changed row, even one whose address becomes NULL, changes the digest: the next window
+    lands that row."""
     require_server(port, target)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     import sqlalchemy
 
     from etl.contracts import find_dataset
+    from etl.ledger import Ledger
     from etl.settings import paths
     from etl.sources import open_source
     from etl.sources.sql import database_url
@@ -184,12 +193,30 @@ def test_a_register_the_database_digests_as_unchanged_is_not_read_again(
         assert errors == {}
         return results["public_security.household"]
 
+    def quarantined(n: int) -> list[dict]:
+        """Day n's quarantined households, as rows sorted by their place in the read."""
+        folder = home / "lake" / "quarantine" / "public_security" / "household"
+        (files,) = [sorted(w.glob("*.parquet")) for w in folder.glob(f"load_date={day(n)}/*")]
+        rows = pa.concat_tables(pq.read_table(f) for f in files).to_pylist()
+        return sorted(rows, key=lambda r: r["_row"])
+
+    def row_verdict(landed: dict) -> dict[str, int]:
+        """The failures of each row-level rule the ledger holds for a landed window."""
+        results = Ledger(home / "state" / "ledger.duckdb").rule_results(landed["attempt_id"])
+        return {
+            r["rule_id"]: r["failed"]
+            for r in results
+            if r["rule_id"].split(":")[0] not in ("volume", "freshness")
+        }
+
     first = window(1)
-    total = first["rows_read"]
-    assert total > first["rows_quarantined"] > 0
+    total, bad = first["rows_read"], first["rows_quarantined"]
+    assert total > bad > 0
     skipped = window(2)
-    assert (skipped["rows_read"], skipped["rows_unchanged"]) == (total, total)
-    assert (skipped["rows_landed"], skipped["rows_quarantined"]) == (0, 0)
+    assert skipped["rows_read"] == total and skipped["rows_landed"] == 0
+    assert (skipped["rows_quarantined"], skipped["rows_unchanged"]) == (bad, total - bad)
+    assert quarantined(2) == quarantined(1) and len(quarantined(2)) == bad
+    assert row_verdict(skipped) == row_verdict(first) and any(row_verdict(first).values())
 
     contract = schemas / "systems" / "public_security" / "household.yaml"
     text = contract.read_text(encoding="utf-8")
@@ -197,7 +224,9 @@ def test_a_register_the_database_digests_as_unchanged_is_not_read_again(
     contract.write_text(text.replace(allowed, allowed.replace("]", ", 寄住户]")))
     reread = window(3)
     assert reread["rows_read"] == total and reread["rows_quarantined"] > 0, reread
-    assert window(4)["rows_quarantined"] == 0
+    quiet = window(4)
+    assert (quiet["rows_quarantined"], quiet["rows_landed"]) == (reread["rows_quarantined"], 0)
+    assert quarantined(4) == quarantined(3) and row_verdict(quiet) == row_verdict(reread)
 
     system, dataset = find_dataset("public_security", "household")
     source = open_source(system, dataset, paths(home))
@@ -217,3 +246,16 @@ def test_a_register_the_database_digests_as_unchanged_is_not_read_again(
 
     landed = window(5)
     assert landed["rows_read"] == total and landed["rows_landed"] == 1, landed
+
+    # the rows that read quarantined are gone from the lake: the next window cannot keep its
+    # verdict, so it reads the register whole again (a full read leaves a state of its own)
+    from etl.snapshot import state_dir, state_name
+
+    for folder in (home / "lake" / "quarantine").glob(f"*/household/load_date={day(5)}"):
+        shutil.rmtree(folder)
+    again = window(6)
+    assert (again["rows_read"], again["rows_landed"]) == (total, 0)
+    assert again["rows_quarantined"] == len(quarantined(6)) > 0
+    states = state_dir(paths(home), "public_security", "household")
+    assert (states / state_name(again["window_start"])).exists()
+    assert not (states / state_name(quiet["window_start"])).exists()  # a kept verdict: none
