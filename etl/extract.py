@@ -63,6 +63,7 @@ class Staged:
     drift: list[dict] = field(default_factory=list)
     source_signature: dict = field(default_factory=dict)
     source_fingerprint: str | None = None  # a snapshot's source digest (etl.snapshot)
+    verdict_of: str | None = None  # the attempt whose verdict an unchanged register kept
     rows_read: int = 0
     rows_good: int = 0
     rows_quarantined: int = 0
@@ -169,7 +170,7 @@ def extract(
         ledger.start(attempt_id, run_id, system.system, dataset.dataset, start, end, described)
         try:
             known = LedgerView.read(ledger, system.system, dataset, start)
-            verdict = base_verdict(where, ledger, staged, dataset) if snapshot else None
+            verdict = base_verdict(where, ledger, staged) if snapshot else None
         except Exception as exc:
             ledger.fail(attempt_id, str(exc))
             raise

@@ -240,6 +240,7 @@ def commit(staged: Staged, where: Paths | None = None) -> dict:
                 "partition_path": str(raw),
                 "error": "; ".join(f"{b['path']}: {b['error']}" for b in staged.bad_files) or None,
                 "newest_data_at": newest,
+                "verdict_of": staged.verdict_of,
             }
             ledger.land(
                 staged.attempt_id,

@@ -30,9 +30,11 @@ CREATE TABLE IF NOT EXISTS runs (
     files_read INTEGER, files_quarantined INTEGER, files_written INTEGER, bytes BIGINT,
     cursor_lower VARCHAR, cursor_upper VARCHAR, source_files VARCHAR,
     source VARCHAR, partition_path VARCHAR, error VARCHAR,
-    newest_data_at TIMESTAMPTZ       -- the newest record's time, for freshness
+    newest_data_at TIMESTAMPTZ,      -- the newest record's time, for freshness
+    verdict_of VARCHAR               -- an unchanged register: the attempt whose verdict it kept
 );
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS newest_data_at TIMESTAMPTZ;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS verdict_of VARCHAR;
 CREATE TABLE IF NOT EXISTS rule_results (
     attempt_id VARCHAR, system VARCHAR, dataset VARCHAR, window_start TIMESTAMPTZ,
     rule_id VARCHAR, severity VARCHAR, checked BIGINT, failed BIGINT,

@@ -29,11 +29,10 @@ from zoneinfo import ZoneInfo
 from etl.contracts import DatasetContract, load_profile, load_systems
 from etl.duck import insert_rows
 from etl.ledger import Ledger
-from etl.rules import rules_for
+from etl.rules import DATASET_KINDS, rules_for
 from etl.settings import Paths
 
-DATASET_RULE_KINDS = ("volume", "freshness")  # judged per window at commit, not per row
-VALUE_KINDS_EXCLUDED = ("not_null", "unique", *DATASET_RULE_KINDS)
+VALUE_KINDS_EXCLUDED = ("not_null", "unique", "volume", "freshness")
 
 
 def dataset_checks(
@@ -249,19 +248,23 @@ def write_quality_docs(where: Paths) -> Path:
 
 def docs_runs(ledger: Ledger, limit: int = DOCS_RUNS) -> list[dict]:
     """The newest landed windows with their rule results, shaped for ``etl.gx.write_data_docs``.
-    A window that landed and quarantined no row and failed no rule is left out: its page would
-    say nothing new (the ledger and the scorecard still count it), and a quiet night lands one
-    for every dataset, registers that did not change included. One that failed a rule (a stale
-    source, too few rows) is kept."""
+    A window whose page would say nothing new is left out (the ledger and the scorecard still
+    count it): one that landed and quarantined no row and failed no rule, and one of a register
+    that kept the verdict of its last read (its page would be that read's) unless the window's
+    own volume or freshness failed. A quiet night lands one for every dataset. One that failed
+    a rule (a stale source, too few rows) is kept."""
     import json
 
+    own = "(" + ", ".join(f"'{kind}'" for kind in sorted(DATASET_KINDS)) + ")"
     with ledger.connect() as con:
         cur = con.execute(
             f"""SELECT l.system, l.dataset, l.attempt_id, l.window_start, l.finished_at,
                        l.rows_read, list({{'rule_id': r.rule_id, 'severity': r.severity,
                        'checked': r.checked, 'failed': r.failed, 'reasons': r.reasons}})
                 FROM ({LATEST_LANDED}) l JOIN rule_results r USING (attempt_id)
-                GROUP BY ALL HAVING l.rows_landed + l.rows_quarantined > 0 OR bool_or(r.failed > 0)
+                GROUP BY ALL HAVING bool_or(r.failed > 0 AND r.rule_id IN {own})
+                    OR (l.verdict_of IS NULL
+                        AND (l.rows_landed + l.rows_quarantined > 0 OR bool_or(r.failed > 0)))
                 ORDER BY l.window_start DESC, l.system, l.dataset LIMIT ?""",
             [limit],
         )

@@ -48,12 +48,12 @@ def base_state(where: Paths, system: str, dataset: str, window_start: str) -> Pa
 FINGERPRINT_KEY = "source_fingerprint"
 
 
-def base_verdict(where: Paths, ledger, staged, dataset: DatasetContract) -> dict | None:
-    """What the read that made this window's base state found, from the ledger: the window
-    (``window_start``), its rows quarantined and its row-level rule results (the volume and
-    freshness of a window are its own). None without a base or its landed attempt."""
-    from etl.quality import DATASET_RULE_KINDS
-    from etl.rules import rules_for
+def base_verdict(where: Paths, ledger, staged) -> dict | None:
+    """What the read that made this window's base state found, from the ledger: its attempt
+    and window (``window_start``), its rows quarantined and its row-level rule results (the
+    volume and freshness of a window are its own). None without a base or its landed
+    attempt."""
+    from etl.rules import DATASET_KINDS
 
     base = base_state(where, staged.system, staged.dataset, staged.window_start)
     if base is None:
@@ -62,12 +62,12 @@ def base_verdict(where: Paths, ledger, staged, dataset: DatasetContract) -> dict
     landed = ledger.landed_attempt(staged.system, staged.dataset, start)
     if landed is None:
         return None
-    own = {r.id for r in rules_for(dataset) if r.kind in DATASET_RULE_KINDS}
     results = ledger.rule_results(landed["attempt_id"])
     return {
+        "attempt_id": landed["attempt_id"],
         "window_start": start.isoformat(),
         "rows_quarantined": landed["rows_quarantined"],
-        "rule_results": [r for r in results if r["rule_id"] not in own],
+        "rule_results": [r for r in results if r["rule_id"] not in DATASET_KINDS],
     }
 
 
@@ -97,6 +97,7 @@ def unchanged_at_source(
     staged.rows_quarantined = verdict["rows_quarantined"]
     staged.rows_unchanged = rows - staged.rows_quarantined
     staged.rule_results = verdict["rule_results"]
+    staged.verdict_of = verdict["attempt_id"]
     return True
 
 

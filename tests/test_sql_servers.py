@@ -181,6 +181,7 @@ def test_a_register_the_database_digests_as_unchanged_is_not_read_again(
 
     from etl.contracts import find_dataset
     from etl.ledger import Ledger
+    from etl.quality import docs_runs
     from etl.settings import paths
     from etl.sources import open_source
     from etl.sources.sql import database_url
@@ -217,6 +218,9 @@ def test_a_register_the_database_digests_as_unchanged_is_not_read_again(
     assert (skipped["rows_quarantined"], skipped["rows_unchanged"]) == (bad, total - bad)
     assert quarantined(2) == quarantined(1) and len(quarantined(2)) == bad
     assert row_verdict(skipped) == row_verdict(first) and any(row_verdict(first).values())
+    # its Data Docs page would be the first read's: only that one is rendered
+    shown = {r["attempt_id"] for r in docs_runs(Ledger(home / "state" / "ledger.duckdb"))}
+    assert first["attempt_id"] in shown and skipped["attempt_id"] not in shown
 
     contract = schemas / "systems" / "public_security" / "household.yaml"
     text = contract.read_text(encoding="utf-8")
