@@ -178,11 +178,12 @@ def extract(
     try:
         staging.mkdir(parents=True, exist_ok=True)
         plan = plan_window(dataset, source, known, end, tz)
-        if (
+        unchanged = (
             plan is not None
             and snapshot
-            and (unchanged_at_source(where, staged, source, dataset, verdict, tz))
-        ):
+            and unchanged_at_source(where, staged, source, dataset, verdict, tz)
+        )
+        if unchanged:
             plan = None
         if plan is not None:
             staged.cursor_lower, staged.cursor_upper = plan.lower, plan.upper

@@ -49,10 +49,10 @@ FINGERPRINT_KEY = "source_fingerprint"
 
 
 def base_verdict(where: Paths, ledger, staged) -> dict | None:
-    """What the read that made this window's base state found, from the ledger: its attempt
-    and window (``window_start``), its rows quarantined and its row-level rule results (the
-    volume and freshness of a window are its own). None without a base or its landed
-    attempt."""
+    """What the read that made this window's base state found: the state file, and from the
+    ledger that read's attempt and window (``window_start``), its rows quarantined and its
+    row-level rule results (the volume and freshness of a window are its own). None without
+    a base or its landed attempt."""
     from etl.rules import DATASET_KINDS
 
     base = base_state(where, staged.system, staged.dataset, staged.window_start)
@@ -64,6 +64,7 @@ def base_verdict(where: Paths, ledger, staged) -> dict | None:
         return None
     results = ledger.rule_results(landed["attempt_id"])
     return {
+        "state": base,
         "attempt_id": landed["attempt_id"],
         "window_start": start.isoformat(),
         "rows_quarantined": landed["rows_quarantined"],
@@ -88,8 +89,7 @@ def unchanged_at_source(
         return False
     rows, digest = taken
     staged.source_fingerprint = f"{judging_digest(dataset, JUDGING_CODE)}:{rows}:{digest}"
-    base = base_state(where, staged.system, staged.dataset, staged.window_start)
-    if base is None or verdict is None or _fingerprint_of(base) != staged.source_fingerprint:
+    if verdict is None or _fingerprint_of(verdict["state"]) != staged.source_fingerprint:
         return False
     if not _copy_quarantine(where, staged, verdict, tz):
         return False
