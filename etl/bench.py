@@ -324,13 +324,14 @@ def _measure_connector(spec: dict) -> dict:
     import ctypes
 
     import adbc_driver_manager  # noqa: F401 - etl.sources.sql imports them at first use
-    import adbc_driver_postgresql
 
-    from etl.sources.sql import database_url, stream_query
+    from etl.sources.sql import database_url, postgres_driver, stream_query
 
     # The driver's library (libpq inside) loaded before the clock, as importing psycopg loads
-    # libpq for the COPY anchor; ADBC would load it when it opens the first database.
-    ctypes.CDLL(adbc_driver_postgresql._driver_path())
+    # libpq for the COPY anchor; ADBC would load it when it opens the first database. (A
+    # driver named by its manifest is found and loaded inside the clock.)
+    if Path(postgres_driver()).is_file():
+        ctypes.CDLL(postgres_driver())
     baseline = _baseline_mb()
     clock = _Clock()
     rows = batches = 0
@@ -568,7 +569,8 @@ def markdown(report: dict) -> str:
         "",
         f"{report['generated_at']} on {report['host']['cpus']} CPUs, Python "
         f"{report['host']['python']}; table `{TABLE}`: {report['rows']:,} rows x "
-        f"{len(COLUMN_NAMES)} columns in PostgreSQL {report['host']['postgres']}.",
+        f"{len(COLUMN_NAMES)} columns in PostgreSQL {report['host']['postgres']}; ADBC's "
+        f"driver `{report['host']['adbc_postgresql_driver']}`.",
         "",
         *table_lines(report),
         "",
@@ -633,6 +635,7 @@ def report_paths(out: str | None, name: str = "bench-extract") -> tuple[Path, Pa
 
 def bench(args: argparse.Namespace) -> dict:
     from etl.contracts import load_profile
+    from etl.sources.sql import postgres_driver
 
     load_before = os.getloadavg()[0]
     villages = [v.code for v in load_profile().villages]
@@ -683,6 +686,7 @@ def bench(args: argparse.Namespace) -> dict:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "postgres": pg_version,
+            "adbc_postgresql_driver": postgres_driver(),
             "machine": platform.machine(),
             "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
         },

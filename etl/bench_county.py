@@ -838,7 +838,8 @@ def markdown(result: dict) -> str:
         "# County benchmark (every stage of a night, beside its anchor)",
         "",
         f"{result['generated_at']} on {host['cpus']} CPUs, Python {host['python']}, "
-        f"PostgreSQL {host['postgres']}. Seed {result['seed']}.",
+        f"PostgreSQL {host['postgres']}, ADBC's driver `{host['adbc_postgresql_driver']}`. "
+        f"Seed {result['seed']}.",
         "",
     ]
     for r in result["scales"]:
@@ -890,6 +891,8 @@ def markdown(result: dict) -> str:
 
 
 def bench(args: argparse.Namespace, root: Path) -> dict:
+    from etl.sources.sql import postgres_driver
+
     load_before = os.getloadavg()[0]
     began = time.perf_counter()
     scales = [bench_scale(args, scale, root) for scale in args.scales]
@@ -901,6 +904,7 @@ def bench(args: argparse.Namespace, root: Path) -> dict:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "postgres": pg_version,
+            "adbc_postgresql_driver": postgres_driver(),
             "machine": platform.machine(),
             "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
         },

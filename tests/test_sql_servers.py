@@ -3,13 +3,19 @@ lands the same rows whether its SQL systems live in SQLite or on a server."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 from conftest import SIM_SCALE, SIM_SEED, require_server
 from ingest_helpers import day, run_day
 
 from etl.contracts import load_systems
+from etl.errors import SourceError
 from etl.simulate import simulate
 
 SQL_DATASETS = {
@@ -155,6 +161,91 @@ def test_a_postgres_type_the_driver_does_not_know_is_read_through_the_server_cat
         assert url in sql._SERVER_TYPES
     finally:
         sql._SERVER_TYPES.discard(url)
+        with psycopg.connect(url, autocommit=True) as con:
+            con.execute(f"DROP TABLE {name}")
+            con.execute(f"DROP TYPE {name}_state")
+
+
+def _loaded_libraries() -> str:
+    return Path("/proc/self/maps").read_text()
+
+
+@pytest.mark.integration
+def test_a_deployment_loads_the_adbc_driver_it_names(tmp_path, monkeypatch):
+    """COUNTYLAKE_ADBC_POSTGRESQL_DRIVER names the driver's library (here a copy of the
+    wheel's, as a system package would put one elsewhere); one that cannot be loaded is an
+    error naming the setting, not a failed read of the department."""
+    require_server(5432, "postgres")
+    from etl.sources import sql
+    from etl.sources.sql import SqlSource
+
+    own = tmp_path / "county-driver" / "libadbc_driver_postgresql.so"
+    own.parent.mkdir()
+    shutil.copy(sql.postgres_driver(), own)
+    assert str(own) not in _loaded_libraries()
+    monkeypatch.setenv(sql.DRIVER_ENV, str(own))
+    url = "postgresql://postgres@127.0.0.1:5432/postgres?application_name=countylake-own-driver"
+    rows = sql.stream_query(url, "SELECT '高青' AS county").read_all().to_pylist()
+    assert rows == [{"county": "高青"}]
+    assert str(own) in _loaded_libraries()
+
+    monkeypatch.setenv(sql.DRIVER_ENV, str(tmp_path / "missing.so"))
+    system = next(s for s in load_systems() if s.kind == "sql")
+    missing = url.replace("own-driver", "missing-driver")
+    source = SqlSource(system, system.datasets[0], missing)
+    with pytest.raises(SourceError) as raised:
+        source.source_columns()
+    assert raised.value.location == f"{sql.DRIVER_ENV}={tmp_path / 'missing.so'}"
+    assert "cannot be loaded" in raised.value.reason and "missing.so" in raised.value.reason
+    assert "unset it" in raised.value.hint
+
+
+@pytest.fixture(scope="module")
+def adbc_driver_1_8(tmp_path_factory) -> Path:
+    """ADBC's PostgreSQL driver 1.8.0 from PyPI: the last release built with optimisation,
+    and older than the builtin type table's option."""
+    folder = tmp_path_factory.mktemp("adbc-1.8.0")
+    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    platform = f"manylinux2014_{os.uname().machine}"
+    done = subprocess.run(
+        [*pip, "--platform", platform, "--python-version", "3.11", "-d", str(folder),
+         "adbc-driver-postgresql==1.8.0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if done.returncode:
+        pytest.skip(f"adbc-driver-postgresql 1.8.0 cannot be downloaded: {done.stderr[-300:]}")
+    (wheel,) = folder.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extract("adbc_driver_postgresql/libadbc_driver_postgresql.so", folder)
+    return folder / "adbc_driver_postgresql" / "libadbc_driver_postgresql.so"
+
+
+@pytest.mark.integration
+def test_a_driver_older_than_the_builtin_type_table_reads_types_from_the_server(
+    adbc_driver_1_8, monkeypatch
+):
+    """ADBC 1.8.0 does not know the type-resolver option: the database opens without it and
+    the driver maps types from the server's catalogue, enums included."""
+    require_server(5432, "postgres")
+    import uuid
+
+    import psycopg
+
+    from etl.sources import sql
+
+    monkeypatch.setenv(sql.DRIVER_ENV, str(adbc_driver_1_8))
+    url = "postgresql://postgres@127.0.0.1:5432/postgres?application_name=countylake-adbc-1.8"
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(f"CREATE TYPE {name}_state AS ENUM ('在业', '注销')")
+        con.execute(f"CREATE TABLE {name} (state {name}_state, capital numeric(18,2))")
+        con.execute(f"INSERT INTO {name} VALUES ('在业', 500000.00)")
+    try:
+        table = sql.stream_query(url, f"SELECT * FROM {name}").read_all()
+        assert table.to_pylist() == [{"state": "在业", "capital": "500000.00"}]
+        assert url not in sql._SERVER_TYPES  # known at once: no second query
+        assert str(adbc_driver_1_8) in _loaded_libraries()
+    finally:
         with psycopg.connect(url, autocommit=True) as con:
             con.execute(f"DROP TABLE {name}")
             con.execute(f"DROP TYPE {name}_state")

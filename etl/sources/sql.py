@@ -1,7 +1,8 @@
 """SQL department systems (SQLite, PostgreSQL, MariaDB/MySQL and the domestic databases that
 speak their protocols), streamed as Arrow record batches: no row cursors.
 
-PostgreSQL is read through ADBC's libpq driver, which asks for binary ``COPY`` and decodes it
+PostgreSQL is read through ADBC's libpq driver (the wheel's, or the build that
+``COUNTYLAKE_ADBC_POSTGRESQL_DRIVER`` names), which asks for binary ``COPY`` and decodes it
 into Arrow in C; on the county's tables it needs about a third less CPU than connectorx, and
 CPU is what a two-core county server runs out of. MySQL/MariaDB and SQLite go through
 connectorx."""
@@ -75,15 +76,51 @@ _SERVER_TYPES: set[str] = set()
 RESOLVER_OPTION = "adbc.postgresql.type_resolver_mode"
 
 
-def _adbc_database(url: str, resolver: str):
+DRIVER_ENV = "COUNTYLAKE_ADBC_POSTGRESQL_DRIVER"
+
+
+def postgres_driver() -> str:
+    """The ADBC PostgreSQL driver to load: ``$COUNTYLAKE_ADBC_POSTGRESQL_DRIVER`` (a shared
+    library's path, or a driver manifest's path or name, which ADBC's driver manager looks for
+    in its manifest folders), else the library in the adbc-driver-postgresql wheel.
+
+    A deployment chooses its own build: its distribution's package, linked to the system's
+    libpq and OpenSSL and patched with them, or an optimised one (PyPI's wheels since 1.9.0
+    are built without optimisation and decode on about twice the CPU; see the README)."""
     import adbc_driver_postgresql
 
+    return os.environ.get(DRIVER_ENV) or adbc_driver_postgresql._driver_path()
+
+
+def _adbc_database(url: str, resolver: str):
     key = (os.getpid(), url, resolver)  # a forked child opens its own
     if key not in _DATABASES:
         if not _DATABASES:
             atexit.register(_close_databases)
-        _DATABASES[key] = adbc_driver_postgresql.connect(url, db_kwargs={RESOLVER_OPTION: resolver})
+        _DATABASES[key] = _open_database(url, resolver)
     return _DATABASES[key]
+
+
+def _open_database(url: str, resolver: str):
+    import adbc_driver_manager as adbc
+
+    driver, configured = postgres_driver(), os.environ.get(DRIVER_ENV)
+    try:
+        try:
+            return adbc.AdbcDatabase(driver=driver, uri=url, **{RESOLVER_OPTION: resolver})
+        except adbc.NotSupportedError:
+            # A driver older than the option (1.8.0 and before) maps every type from the
+            # server's catalogue, as "server" does.
+            return adbc.AdbcDatabase(driver=driver, uri=url)
+    except adbc.ProgrammingError as exc:
+        if exc.status_code != adbc.AdbcStatusCode.NOT_FOUND:
+            raise
+        raise SourceError(
+            f"{DRIVER_ENV}={configured}" if configured else driver,
+            f"the ADBC PostgreSQL driver cannot be loaded: {_first_line(exc)}",
+            f"point {DRIVER_ENV} at a libadbc_driver_postgresql.so or a driver manifest, "
+            "or unset it to use the driver installed with adbc-driver-postgresql",
+        ) from exc
 
 
 # Idle connections by the same key: the queries of a run (the probes, the digest, the read)
@@ -235,7 +272,7 @@ class SqlSource:
                     )
         try:
             return stream_query(self.url, query).read_all()
-        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        except (SourceError, KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
         except BaseException as exc:  # connectorx raises RuntimeError or panics; ADBC its Error
             raise SourceError(
