@@ -189,6 +189,15 @@ def test_a_deployment_loads_the_adbc_driver_it_names(tmp_path, monkeypatch):
     assert rows == [{"county": "高青"}]
     assert str(own) in _loaded_libraries()
 
+    # by a driver manifest's name, as `dbc install` or a system package leaves one
+    manifest = tmp_path / "manifests" / "county-postgresql.toml"
+    manifest.parent.mkdir()
+    manifest.write_text(f'manifest_version = 1\n[Driver]\nshared = "{own}"\n', encoding="utf-8")
+    monkeypatch.setenv("ADBC_DRIVER_PATH", str(manifest.parent))
+    monkeypatch.setenv(sql.DRIVER_ENV, "county-postgresql")
+    by_name = url.replace("own-driver", "manifest-driver")
+    assert sql.stream_query(by_name, "SELECT 1 AS n").read_all().to_pylist() == [{"n": 1}]
+
     monkeypatch.setenv(sql.DRIVER_ENV, str(tmp_path / "missing.so"))
     system = next(s for s in load_systems() if s.kind == "sql")
     missing = url.replace("own-driver", "missing-driver")
