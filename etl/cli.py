@@ -72,7 +72,37 @@ def cmd_check(args) -> int:
         f"{profile.name} ({profile.code}): {len(profile.towns)} towns, "
         f"{len(profile.villages)} villages; {len(systems)} systems, {datasets} datasets: OK"
     )
-    return 0
+    if not args.sources:
+        return 0
+    chosen = [s for s in systems if args.system in (None, s.system)]
+    if not chosen:
+        known = ", ".join(s.system for s in systems)
+        print(f"no system {args.system!r} (there are: {known})", file=sys.stderr)
+        return 2
+    return _check_sources(chosen)
+
+
+def _check_sources(systems) -> int:
+    """Ask every dataset's source whether its next read would work; one line each."""
+    from etl.settings import paths
+    from etl.sources import probe_sources
+
+    rows = []
+    for system in systems:
+        print(f"asking {system.system} ...", file=sys.stderr)
+        rows += probe_sources([system], paths())
+    for row in rows:
+        row["result"] = row["found"] if row["error"] is None else "FAILED (below)"
+    print(text_table(rows, ["dataset", "connection", "source", "result"]))
+    failed = [r for r in rows if r["error"]]
+    for row in failed:
+        print(f"FAILED {row['dataset']}: {row['error']}", file=sys.stderr)
+    if any(r["source"].startswith("postgresql://") for r in rows):
+        from etl.sources.sql import postgres_driver
+
+        print(f"PostgreSQL is read by ADBC's driver {postgres_driver()}")
+    print(f"{len(rows) - len(failed)} of {len(rows)} datasets answer as their contracts expect")
+    return 1 if failed else 0
 
 
 def cmd_simulate(args) -> int:
@@ -382,8 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="validate every contract under schemas/",
         description="Validate the county profile and every department contract; "
-        "print each invalid one with file, field and reason.",
+        "print each invalid one with file, field and reason. With --sources, also ask every "
+        "dataset's source (database table, export folder, API) whether the next read would "
+        "work: reachable, and the columns its contract expects. Nothing is landed.",
     )
+    p.add_argument(
+        "--sources",
+        action="store_true",
+        help="also connect to every department system (exit 1 if one fails)",
+    )
+    p.add_argument("--system", help="with --sources: only this system")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(

@@ -18,21 +18,27 @@ from etl.settings import Paths, paths
 
 
 def resolve(system: SystemContract, where: Paths | None = None) -> str:
+    return resolve_with_origin(system, where)[0]
+
+
+def resolve_with_origin(system: SystemContract, where: Paths | None = None) -> tuple[str, str]:
+    """(URL, where it came from): the variable, "Airflow connection", the deployment's file or
+    "contract default", so that an operator sees which of the places above won."""
     where = where or paths()
     key = system.connection.upper()
     for var in (f"COUNTYLAKE_CONN_{key}", f"AIRFLOW_CONN_{key}"):
         if os.environ.get(var):
-            return os.environ[var]
+            return os.environ[var], var
     if "airflow.sdk" in sys.modules:  # only inside Airflow: never import it here ourselves
         url = _airflow_connection(system.connection)
         if url:
-            return url
+            return url, "Airflow connection"
     deployment = where.home / "connections.json"
     if deployment.exists():
         known = json.loads(deployment.read_text(encoding="utf-8"))
         if system.connection in known:
-            return known[system.connection]
-    return system.embedded.format(home=where.home)
+            return known[system.connection], str(deployment)
+    return system.embedded.format(home=where.home), "contract default"
 
 
 def _airflow_connection(conn_id: str) -> str | None:

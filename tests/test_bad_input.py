@@ -135,3 +135,44 @@ def test_an_api_recovers_within_its_retries(home, sources, monkeypatch):
         server.fail_next = 2
         results, errors = run_day(1, {"traffic_police.violation"})
     assert errors == {} and results["traffic_police.violation"]["rows_landed"] > 0
+
+
+def test_check_sources_names_what_the_next_night_would_fail_on(home, sources, monkeypatch, capsys):
+    """`countylake check --sources` asks every source before a night runs: the database
+    table's columns under the drift policy, the export folder and its last file, one record
+    of the API with its signature. Each failure is named with its reason; nothing lands."""
+    from etl.cli import main
+    from etl.contracts import load_systems
+
+    datasets = sum(len(s.datasets) for s in load_systems())
+    with api_server(home, monkeypatch):
+        assert main(["check", "--sources"]) == 0
+    out = capsys.readouterr().out
+    assert f"{datasets} of {datasets} datasets answer" in out
+    assert "contract default" in out and "COUNTYLAKE_CONN_TRAFFIC_POLICE_API" in out
+
+    with sqlite3.connect(sources / "public_security.db") as con:
+        con.execute("ALTER TABLE resident DROP COLUMN phone")  # frozen: an error
+    with sqlite3.connect(sources / "health.db") as con:
+        con.execute("ALTER TABLE consultation ADD COLUMN ward TEXT")  # evolves: a note
+    for export in (sources / "hotline" / "exports").iterdir():
+        export.write_bytes(b"\xff\xfe not an export")
+    with api_server(home, monkeypatch) as server:
+        monkeypatch.setenv(
+            "COUNTYLAKE_CONN_TRAFFIC_POLICE_API",
+            f"http://demo-client:wrong-secret@127.0.0.1:{server.port}",
+        )
+        assert main(["check", "--sources"]) == 1
+    out, err = capsys.readouterr()
+    failed = {line.split(":")[0] for line in err.splitlines() if line.startswith("FAILED")}
+    assert failed == {
+        "FAILED public_security.resident",
+        "FAILED hotline.ticket",
+        "FAILED traffic_police.violation",
+    }
+    assert "policy freeze: removed ['phone']" in err
+    assert "12345工单_" in err and "update the contract" in err
+    assert "HTTP 401" in err and "client id and secret" in err
+    assert "new at the source: ['ward']" in out
+    assert f"{datasets - 3} of {datasets} datasets answer" in out
+    assert not (home / "lake").exists() and not (home / "state").exists()

@@ -41,9 +41,16 @@ def sqlite_counts(tmp_path_factory):
 
 @pytest.mark.integration
 @pytest.mark.parametrize(("target", "port"), [("postgres", 5432), ("mariadb", 3306)])
-def test_server_sources_land_like_sqlite(home, target, port, sqlite_counts):
+def test_server_sources_land_like_sqlite(home, target, port, sqlite_counts, capsys):
     require_server(port, target)
     simulate(home, scale=SIM_SCALE, days=1, seed=SIM_SEED, target=target)
+    from etl.cli import main
+
+    assert main(["check", "--sources", "--system", "public_security"]) == 0
+    checked = capsys.readouterr().out
+    registers = len(next(s for s in load_systems() if s.system == "public_security").datasets)
+    assert "connections.json" in checked and f"{registers} of {registers} datasets" in checked
+    assert ("PostgreSQL is read by ADBC's driver" in checked) == (target == "postgres")
     results, errors = run_day(1, SQL_DATASETS)
     assert errors == {}
     got = {k: (v["rows_read"], v["rows_landed"], v["rows_quarantined"]) for k, v in results.items()}

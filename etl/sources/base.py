@@ -63,6 +63,10 @@ class Source(Protocol):
     def read(self, plan: ReadPlan, report: ReadReport) -> Iterator[Chunk]:
         """Stream the rows of the plan."""
 
+    def probe(self, report: ReadReport) -> str:
+        """Whether the next read would work, and what it would meet, in a few words; raises
+        SourceError naming the problem."""
+
 
 def missing_columns(dataset: DatasetContract, present: list[str]) -> list[str]:
     have = set(present)

@@ -74,36 +74,61 @@ class FileDropSource:
 
     def list_files(self) -> list[tuple[str, str]]:
         """(name, sha256) of every file in the drop folder matching the pattern, by name."""
+        return [(path.name, sha256_of(path.read_bytes())) for path in self._exports()]
+
+    def _exports(self) -> list[Path]:
         if not self.folder.is_dir():
             raise SourceError(
                 str(self.folder),
                 "export folder does not exist",
                 "check the connection, or run `countylake simulate`",
             )
-        found = []
-        for path in sorted(self.folder.iterdir()):
-            if path.is_file() and fnmatch.fnmatch(path.name, self.spec.pattern):
-                found.append((path.name, sha256_of(path.read_bytes())))
-        return found
+        return [
+            path
+            for path in sorted(self.folder.iterdir())
+            if path.is_file() and fnmatch.fnmatch(path.name, self.spec.pattern)
+        ]
+
+    def probe(self, report: ReadReport) -> str:
+        """The files in the drop, and the last by name parsed as a read would parse it
+        (``countylake check --sources``)."""
+        files = self._exports()
+        if not files:
+            return "no export file yet"
+        path = files[-1]
+        table, error = self._load(path, report)
+        if error:
+            raise SourceError(str(path), error, "fix or replace the export, or update the contract")
+        count = f"{len(files)} files" if len(files) > 1 else "1 file"
+        malformed = f", {len(report.bad_lines):,} malformed lines" if report.bad_lines else ""
+        return (
+            f"{count}; {path.name}: {table.num_rows:,} rows, {table.num_columns} columns{malformed}"
+        )
 
     def read(self, plan: ReadPlan, report: ReadReport) -> Iterator[Chunk]:
         for name, _sha in plan.files:
             path = self.folder / name
-            try:
-                table = self._parse(path, report)
-            except (ValueError, OSError, pa.ArrowException) as exc:
-                report.bad_files.append(BadFile(str(path), _one_line(exc)))
-                continue
-            columns, error = columns_to_read(self.dataset, table.column_names, report)
+            table, error = self._load(path, report)
             if error:
                 report.bad_files.append(BadFile(str(path), error))
                 continue
-            table = table.select(columns)
             row = 2  # line 1 is the header
             for batch in table.to_batches():
                 if batch.num_rows:
                     yield Chunk(batch, name, row)
                     row += batch.num_rows
+
+    def _load(self, path: Path, report: ReadReport) -> tuple[pa.Table | None, str | None]:
+        """The file's columns that a read takes (the drift policy applied), or why it cannot
+        be read."""
+        try:
+            table = self._parse(path, report)
+        except (ValueError, OSError, pa.ArrowException) as exc:
+            return None, _one_line(exc)
+        columns, error = columns_to_read(self.dataset, table.column_names, report)
+        if error:
+            return None, error
+        return table.select(columns), None
 
     def _parse(self, path: Path, report: ReadReport) -> pa.Table:
         if self.system.kind == SourceKind.EXCEL:

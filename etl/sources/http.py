@@ -51,22 +51,12 @@ class HttpApiSource:
         seen, page, row = 0, 1, 1
         with httpx.Client(base_url=self.base, timeout=self.timeout_s) as client:
             while True:
-                if self.api.paging == "page":
-                    paging = {"PAGE": page, "PAGENUM": self.api.page_size}
-                else:
-                    paging = {"STARTNUM": seen + 1, "PAGENUM": self.api.page_size}
+                paging = self._paging(page, seen, self.api.page_size)
                 body = self._get(client, {**params, **paging}, page)
                 records = body[self.api.records_field]
                 if not records:
                     break
-                present = list(records[0].keys())
-                names, error = columns_to_read(self.dataset, present, report)
-                if error:
-                    raise SourceError(
-                        f"{self.describe()} page {page}",
-                        f"the response's fields changed: {error}",
-                        "update the contract (source_name, or quality.drift)",
-                    )
+                names = self._fields(records, report, page)
                 # JSON values arrive as numbers or text; keep them as text for etl.validate.
                 columns = {
                     n: pa.array([_text(r.get(n)) for r in records], pa.string()) for n in names
@@ -80,6 +70,36 @@ class HttpApiSource:
                 total = body.get("total")
                 if isinstance(total, int) and seen >= total:
                     break
+
+    def probe(self, report: ReadReport) -> str:
+        """One record of the API, its fields checked against the contract: the signature, the
+        paging and the answer's shape, as a read would meet them (``countylake check
+        --sources``)."""
+        with httpx.Client(base_url=self.base, timeout=self.timeout_s) as client:
+            body = self._get(client, self._paging(1, 0, 1), 1)
+        records = body[self.api.records_field]
+        if not records:
+            return "answers; no record yet"
+        total = body.get("total")
+        return f"{len(self._fields(records, report, 1))} fields" + (
+            f"; {total:,} records" if isinstance(total, int) else ""
+        )
+
+    def _paging(self, page: int, seen: int, size: int) -> dict:
+        if self.api.paging == "page":
+            return {"PAGE": page, "PAGENUM": size}
+        return {"STARTNUM": seen + 1, "PAGENUM": size}
+
+    def _fields(self, records: list[dict], report: ReadReport, page: int) -> list[str]:
+        """The answer's fields that a read takes, under the contract's drift policy."""
+        names, error = columns_to_read(self.dataset, list(records[0].keys()), report)
+        if error:
+            raise SourceError(
+                f"{self.describe()} page {page}",
+                f"the response's fields changed: {error}",
+                "update the contract (source_name, or quality.drift)",
+            )
+        return names
 
     def _get(self, client: httpx.Client, params: dict, page: int) -> dict:
         where = f"{self.describe()} page {page}"

@@ -350,16 +350,24 @@ class SqlSource:
             query += " WHERE " + " AND ".join(where)
         return query
 
-    def read(self, plan: ReadPlan, report: ReadReport) -> Iterator[Chunk]:
-        present = self.source_columns()
-        columns, error = columns_to_read(self.dataset, present, report)
+    def probe(self, report: ReadReport) -> str:
+        """What the next read would take, without reading a row (``countylake check
+        --sources``)."""
+        return f"{len(self._columns(report))} columns"
+
+    def _columns(self, report: ReadReport) -> list[str]:
+        """The table's columns that a read takes, under the contract's drift policy."""
+        columns, error = columns_to_read(self.dataset, self.source_columns(), report)
         if error:
             raise SourceError(
                 self.describe(),
                 error,
                 "the department changed its schema; update the contract (or quality.drift)",
             )
-        query = self.query(plan, columns)
+        return columns
+
+    def read(self, plan: ReadPlan, report: ReadReport) -> Iterator[Chunk]:
+        query = self.query(plan, self._columns(report))
         try:
             reader = stream_query(self.url, query)
             row = 1
