@@ -7,7 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -148,26 +150,34 @@ def test_a_postgres_type_the_driver_does_not_know_is_read_through_the_server_cat
     the server's catalogue. A department's enum is not in it: the query runs again with the
     catalogue, and the enum arrives as its labels, as text."""
     require_server(5432, "postgres")
-    import uuid
-
-    import psycopg
-
     from etl.sources import sql
 
     url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        with table_with_an_enum(url, "tags int[], n int", "'{1,2}', 7") as name:
+            plain = sql.stream_query(url, f"SELECT n FROM {name}").read_all()
+            assert plain.to_pylist() == [{"n": 7}] and url not in sql._SERVER_TYPES
+            table = sql.stream_query(url, f"SELECT * FROM {name}").read_all()
+            assert table.to_pylist() == [{"state": "注销", "tags": [1, 2], "n": 7}]
+            assert url in sql._SERVER_TYPES
+    finally:
+        sql._SERVER_TYPES.discard(url)
+
+
+@contextmanager
+def table_with_an_enum(url: str, columns: str, values: str):
+    """A department table whose first column, ``state``, is an enum (in a fresh name) that
+    holds '注销'; dropped afterwards."""
+    import psycopg
+
     name = f"t_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(url, autocommit=True) as con:
         con.execute(f"CREATE TYPE {name}_state AS ENUM ('在业', '注销')")
-        con.execute(f"CREATE TABLE {name} (state {name}_state, tags int[], n int)")
-        con.execute(f"INSERT INTO {name} VALUES ('注销', '{{1,2}}', 7)")
+        con.execute(f"CREATE TABLE {name} (state {name}_state, {columns})")
+        con.execute(f"INSERT INTO {name} VALUES ('注销', {values})")
     try:
-        plain = sql.stream_query(url, f"SELECT n FROM {name}").read_all()
-        assert plain.to_pylist() == [{"n": 7}] and url not in sql._SERVER_TYPES
-        table = sql.stream_query(url, f"SELECT * FROM {name}").read_all()
-        assert table.to_pylist() == [{"state": "注销", "tags": [1, 2], "n": 7}]
-        assert url in sql._SERVER_TYPES
+        yield name
     finally:
-        sql._SERVER_TYPES.discard(url)
         with psycopg.connect(url, autocommit=True) as con:
             con.execute(f"DROP TABLE {name}")
             con.execute(f"DROP TYPE {name}_state")
@@ -243,28 +253,15 @@ def test_a_driver_older_than_the_builtin_type_table_reads_types_from_the_server(
     """ADBC 1.8.0 does not know the type-resolver option: the database opens without it and
     the driver maps types from the server's catalogue, enums included."""
     require_server(5432, "postgres")
-    import uuid
-
-    import psycopg
-
     from etl.sources import sql
 
     monkeypatch.setenv(sql.DRIVER_ENV, str(adbc_driver_1_8))
     url = "postgresql://postgres@127.0.0.1:5432/postgres?application_name=countylake-adbc-1.8"
-    name = f"t_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(url, autocommit=True) as con:
-        con.execute(f"CREATE TYPE {name}_state AS ENUM ('在业', '注销')")
-        con.execute(f"CREATE TABLE {name} (state {name}_state, capital numeric(18,2))")
-        con.execute(f"INSERT INTO {name} VALUES ('在业', 500000.00)")
-    try:
+    with table_with_an_enum(url, "capital numeric(18,2)", "500000.00") as name:
         table = sql.stream_query(url, f"SELECT * FROM {name}").read_all()
-        assert table.to_pylist() == [{"state": "在业", "capital": "500000.00"}]
-        assert url not in sql._SERVER_TYPES  # known at once: no second query
-        assert str(adbc_driver_1_8) in _loaded_libraries()
-    finally:
-        with psycopg.connect(url, autocommit=True) as con:
-            con.execute(f"DROP TABLE {name}")
-            con.execute(f"DROP TYPE {name}_state")
+    assert table.to_pylist() == [{"state": "注销", "capital": "500000.00"}]
+    assert url not in sql._SERVER_TYPES  # known at once: no second query
+    assert str(adbc_driver_1_8) in _loaded_libraries()
 
 
 @pytest.mark.integration
