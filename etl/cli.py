@@ -382,6 +382,26 @@ def cmd_uplink_status(args) -> int:
     return 0
 
 
+def cmd_uplink_check(args) -> int:
+    """Ask every resource's exchange endpoint whether a delivery would get through."""
+    from etl.contracts import find_exchange, load_profile
+    from etl.uplink.deliver import check_exchange
+
+    rows = []
+    for name in [args.exchange] if args.exchange else load_profile().exchanges:
+        print(f"asking {name} ...", file=sys.stderr)
+        rows += check_exchange(find_exchange(name))
+    for row in rows:
+        row["result"] = row["found"] if row["error"] is None else "FAILED (below)"
+    columns = ["exchange", "resource", "transport", "connection", "where", "result"]
+    print(text_table(rows, columns))
+    failed = [r for r in rows if r["error"]]
+    for row in failed:
+        print(f"FAILED {row['exchange']}.{row['resource']}: {row['error']}", file=sys.stderr)
+    print(f"{len(rows) - len(failed)} of {len(rows)} resources can be delivered")
+    return 1 if failed else 0
+
+
 def cmd_uplink_catalogue(args) -> int:
     from etl.uplink.catalogue import write_catalogue
 
@@ -605,6 +625,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not read the warehouse to count changes not yet packaged",
     )
     u.set_defaults(func=cmd_uplink_status)
+    u = uplink.add_parser(
+        "check",
+        help="ask every exchange endpoint whether a delivery would get through",
+        description="For each resource of the exchange(s): where its transport's connection "
+        "came from, and whether the endpoint answers: the front-end database (and which of "
+        "the resource's tables it lacks), the outbox (a file written and removed), the "
+        "signed HTTP receiver (a signed ask for a receipt). Nothing is sent; exit 1 if one "
+        "fails.",
+    )
+    u.add_argument("--exchange", help="only this exchange (default: those the profile enables)")
+    u.set_defaults(func=cmd_uplink_check)
     u = uplink.add_parser(
         "catalogue",
         help="write the resource catalogue (政务信息资源目录) as JSON, CSV and HTML",

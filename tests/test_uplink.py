@@ -871,3 +871,43 @@ def test_cli_delivers_through_the_reference_receivers(county, capsys):
     out = capsys.readouterr().out
     assert "370322-SJ-0001-000001" in out and "SD370322SJ00001-000002" not in out
     assert "divisions (SD370322MZ00001, package): unchanged" in out
+
+
+def test_check_asks_every_exchange_endpoint_and_sends_nothing(county, monkeypatch, capsys):
+    """`countylake uplink check` before a first delivery: each resource's front-end database,
+    outbox or signed receiver answers, or is named with why not; no package leaves."""
+    from etl.cli import main
+
+    kinds = {
+        f"{name}.{r.resource}": find_exchange(name).transport_of(r).kind
+        for name in load_profile().exchanges
+        for r in find_exchange(name).resources
+    }
+    with monkeypatch.context() as before_the_city_is_ready:  # an empty 前置库
+        fresh = f"sqlite:///{county / 'empty-frontdb.sqlite'}"
+        before_the_city_is_ready.setenv("COUNTYLAKE_CONN_ZIBO_FRONTDB", fresh)
+        assert main(["uplink", "check", "--exchange", "zibo"]) == 0
+        assert "answers; the first delivery creates QZK_" in capsys.readouterr().out
+    with exchanges_side(county):
+        assert main(["uplink", "check"]) == 0
+        out = capsys.readouterr().out
+        assert f"{len(kinds)} of {len(kinds)} resources can be delivered" in out
+        assert "answers; its tables are there" in out and "takes files" in out
+        assert "answers a signed request" in out
+
+        # the province's secret wrong, the city's 前置库 down, its outbox under a file
+        monkeypatch.setenv("COUNTYLAKE_SECRET_SHANDONG_EXCHANGE", "not-the-shared-secret-at-all")
+        frontdb = f"postgresql://127.0.0.1:{free_port()}/qzk"
+        monkeypatch.setenv("COUNTYLAKE_CONN_ZIBO_FRONTDB", frontdb)
+        blocked = county / "not-a-folder"
+        blocked.write_text("a file where the outbox should be", encoding="utf-8")
+        monkeypatch.setenv("COUNTYLAKE_CONN_ZIBO_OUTBOX", (blocked / "outbox").as_uri())
+        assert main(["uplink", "check"]) == 1
+    out, err = capsys.readouterr()
+    failed = {line.split(":")[0][len("FAILED ") :] for line in err.splitlines() if "FAILED" in line}
+    expected = {name for name, kind in kinds.items() if name.startswith("zibo.") or kind == "http"}
+    assert failed == expected
+    assert "HTTP 401" in err and "cannot connect" in err and "cannot write to the outbox" in err
+    assert "COUNTYLAKE_CONN_ZIBO_FRONTDB" in out
+    state = UplinkState(paths(county))
+    assert not state.path.exists() or state.packages() == []

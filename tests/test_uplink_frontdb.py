@@ -66,8 +66,19 @@ def test_frontdb_on_a_real_server_delivers_changes_once_with_feedback(frontdb, h
     exchanges = [find_exchange(n) for n in load_profile().exchanges]
     zibo = find_exchange("zibo")
     entities = zibo.resource("entity_basic")
+
+    def frontdb_checks() -> set[str]:
+        rows = uplink.check_exchange(zibo, paths(home))
+        return {r["found"] or r["error"] for r in rows if r["transport"] == "frontdb"}
+
+    empty = frontdb_checks()  # the server's database as the city hands it over
+    assert all(c.startswith("answers; the first delivery creates") for c in empty)
+    frontdb_resources = [r for r in zibo.resources if zibo.transport_of(r).kind == "frontdb"]
+    assert all("QZK_PC" in c for c in empty)
+    assert len(empty) == len(frontdb_resources)  # each resource names its own table
     with uplink.reference_receivers(exchanges, paths(home)) as sides:
         first = {x["resource"]: x for x in uplink.deliver_all(home, lambda m: None, sides)}
+        assert frontdb_checks() == {"answers; its tables are there"}
         assert first["entity_basic"]["receipt"] == "ACCEPTED"
         assert first["population_by_town"]["receipt"] == "ACCEPTED"
         assert _count(frontdb, "QZK_GQ_FRJCXX", ZT="Y") == 20

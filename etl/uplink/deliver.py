@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from etl.contracts import ExchangeContract, ExchangeResource, find_exchange, load_profile
+from etl.errors import CountylakeError
 from etl.settings import Paths, paths
 from etl.uplink import keys
 from etl.uplink.changes import UplinkError
@@ -392,6 +393,40 @@ def deliver_exchange(
         except UplinkError as exc:
             lines.append(summary(exchange, resource, None, status="not built", error=str(exc)))
     return lines
+
+
+def check_exchange(exchange: ExchangeContract, where: Paths | str | Path | None = None) -> list:
+    """Per resource: where its transport's connection came from, and whether the exchange
+    answers (the front-end database and its tables, the outbox, the signed receiver). Nothing
+    is sent; a county runs it before its first delivery."""
+    from etl.connections import redact, resolve_with_origin
+
+    where = _where(where)
+    rows = []
+    for resource in exchange.resources:
+        config = exchange.transport_of(resource)
+        url, origin = resolve_with_origin(config, where)
+        row = {
+            "exchange": exchange.exchange,
+            "resource": resource.resource,
+            "transport": config.kind,
+            "connection": origin,
+            "where": redact(url),
+            "found": None,
+            "error": None,
+        }
+        try:
+            transport = make_transport(exchange, resource, where)
+            try:
+                row["where"], row["found"] = transport.where, transport.probe()
+            finally:
+                transport.close()
+        except CountylakeError as exc:
+            row["error"] = str(exc)
+        except Exception as exc:  # a malformed URL, an unknown driver: this resource's row
+            row["error"] = f"{row['where']}: {type(exc).__name__}: {exc}".splitlines()[0]
+        rows.append(row)
+    return rows
 
 
 def status_rows(where: Paths | str | Path | None = None, pending_changes: bool = True) -> list:

@@ -220,6 +220,23 @@ class FrontDbTransport:
 
         return f"{redact(self.location)} {self.resource.table}"
 
+    def probe(self) -> str:
+        """Whether the front-end database answers, and which of the resource's tables it
+        lacks (the first delivery creates them). Nothing is written."""
+        from sqlalchemy import inspect
+        from sqlalchemy.exc import DBAPIError
+
+        tables = (self.data, self.batch, self.feedback, self.errors)
+        try:
+            with self.engine.connect() as conn:
+                have = inspect(conn)
+                missing = [t.name for t in tables if not have.has_table(t.name, schema=t.schema)]
+        except DBAPIError as exc:
+            raise TransientError(self.where, f"cannot connect: {exc.orig}") from exc
+        if missing:
+            return f"answers; the first delivery creates {', '.join(missing)}"
+        return "answers; its tables are there"
+
     def receipt(self, package_id: str) -> dict | None:
         from sqlalchemy import select
         from sqlalchemy.exc import DBAPIError
@@ -313,6 +330,17 @@ class PackageTransport:
             raise TransientError(self.where, f"cannot write the package: {exc}") from exc
         return Sent("delivered")
 
+    def probe(self) -> str:
+        """Whether the outbox takes a file: an empty one is written and removed."""
+        probe = f"{self.root}/.countylake-check-{_secrets.token_hex(4)}"
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+            self.fs.pipe_file(probe, b"")
+            self.fs.rm_file(probe)
+        except OSError as exc:
+            raise TransientError(self.where, f"cannot write to the outbox: {exc}") from exc
+        return "takes files"
+
     def receipt(self, package_id: str) -> dict | None:
         path = f"{self.root}/receipts/{package_id}.json"
         try:
@@ -382,6 +410,12 @@ class HttpTransport:
             raise AmbiguousError(self.where, "the answer is not a JSON receipt") from exc
         outcome = "duplicate" if receipt.pop("duplicate", False) else "delivered"
         return Sent(outcome, _check_receipt(self.secret, receipt, self.where))
+
+    def probe(self) -> str:
+        """A signed ask for the receipt of a package that was never sent: the receiver
+        answers, and refuses a wrong secret (401). Nothing is sent."""
+        self.receipt(f"countylake-check-{_secrets.token_hex(4)}")
+        return "answers a signed request"
 
     def receipt(self, package_id: str) -> dict | None:
         import httpx
