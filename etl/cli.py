@@ -101,8 +101,18 @@ def _check_sources(systems) -> int:
         from etl.sources.sql import postgres_driver
 
         print(f"PostgreSQL is read by ADBC's driver {postgres_driver()}")
+    _note_contract_defaults(rows)
     print(f"{len(rows) - len(failed)} of {len(rows)} datasets answer as their contracts expect")
     return 1 if failed else 0
+
+
+def _note_contract_defaults(rows: list[dict]) -> None:
+    """A check that used a contract's demo default says how to set the real connection."""
+    if any(r["connection"] == "contract default" for r in rows):
+        print(
+            "(a contract default is the demo's connection: set COUNTYLAKE_CONN_<ID> or "
+            "connections.json; connections kept in Airflow's database are seen inside tasks only)"
+        )
 
 
 def cmd_simulate(args) -> int:
@@ -398,6 +408,7 @@ def cmd_uplink_check(args) -> int:
     failed = [r for r in rows if r["error"]]
     for row in failed:
         print(f"FAILED {row['exchange']}.{row['resource']}: {row['error']}", file=sys.stderr)
+    _note_contract_defaults(rows)
     print(f"{len(rows) - len(failed)} of {len(rows)} resources can be delivered")
     return 1 if failed else 0
 

@@ -150,6 +150,7 @@ def test_check_sources_names_what_the_next_night_would_fail_on(home, sources, mo
     out = capsys.readouterr().out
     assert f"{datasets} of {datasets} datasets answer" in out
     assert "contract default" in out and "COUNTYLAKE_CONN_TRAFFIC_POLICE_API" in out
+    assert "the demo's connection: set COUNTYLAKE_CONN_<ID>" in out
 
     with sqlite3.connect(sources / "public_security.db") as con:
         con.execute("ALTER TABLE resident DROP COLUMN phone")  # frozen: an error

@@ -53,6 +53,7 @@ def test_server_sources_land_like_sqlite(home, target, port, sqlite_counts, caps
     registers = len(next(s for s in load_systems() if s.system == "public_security").datasets)
     assert "connections.json" in checked and f"{registers} of {registers} datasets" in checked
     assert ("PostgreSQL is read by ADBC's driver" in checked) == (target == "postgres")
+    assert "demo's connection" not in checked  # the server's, from connections.json
     results, errors = run_day(1, SQL_DATASETS)
     assert errors == {}
     got = {k: (v["rows_read"], v["rows_landed"], v["rows_quarantined"]) for k, v in results.items()}
