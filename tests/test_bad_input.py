@@ -177,3 +177,21 @@ def test_check_sources_names_what_the_next_night_would_fail_on(home, sources, mo
     assert "new at the source: ['ward']" in out
     assert f"{datasets - 3} of {datasets} datasets answer" in out
     assert not (home / "lake").exists() and not (home / "state").exists()
+
+
+def test_connections_spelled_as_airflow_gives_them_back_are_read(home, sources, monkeypatch):
+    """A connection kept in Airflow comes back in Airflow's own spelling: a SQLite file's and
+    an export folder's path percent-encoded. The night reads them as the plain URLs."""
+    from airflow.sdk.definitions.connection import Connection
+
+    from etl.contracts import load_systems
+
+    for system in (s for s in load_systems() if s.system in ("health", "hotline")):
+        plain = system.embedded.format(home=home)
+        spelled = Connection.from_uri(plain, conn_id=system.connection).get_uri()
+        assert "%2F" in spelled and spelled != plain
+        monkeypatch.setenv(f"COUNTYLAKE_CONN_{system.connection.upper()}", spelled)
+    results, errors = run_day(1, {"health.consultation", "hotline.ticket"})
+    assert errors == {}
+    assert results["health.consultation"]["rows_landed"] > 0
+    assert results["hotline.ticket"]["rows_landed"] > 0

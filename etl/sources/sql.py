@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import connectorx as cx
 import pyarrow as pa
@@ -256,7 +256,8 @@ class SqlSource:
 
     def _run(self, query: str, what: str):
         if self.url.startswith("sqlite://"):
-            path = Path(urlsplit(self.url).path)
+            # unquoted: an Airflow connection gives the path as sqlite:///%2Fdata%2Fhealth.db
+            path = Path(unquote(urlsplit(self.url).path))
             if not path.exists():
                 raise SourceError(
                     self.describe(),
