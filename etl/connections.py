@@ -45,9 +45,18 @@ def _airflow_connection(conn_id: str) -> str | None:
     from airflow.sdk import BaseHook
 
     try:
-        return BaseHook.get_connection(conn_id).get_uri()
+        return from_airflow(BaseHook.get_connection(conn_id).get_uri())
     except Exception:  # an unknown id is not an error: fall through to the next source
         return None
+
+
+def from_airflow(uri: str) -> str:
+    """An Airflow connection's URI as the URL it was made from: Airflow percent-encodes the
+    path (``sqlite:///%2Fdata%2Fhealth.db``, ``s3://outbox/370322%2Fzibo``), which would name
+    another file, object prefix or endpoint."""
+    parts = urlsplit(uri)  # (urlunsplit would read sqlite's "//" path as a host)
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{unquote(parts.path)}{query}"
 
 
 def record_deployment(where: Paths, urls: dict[str, str]) -> None:

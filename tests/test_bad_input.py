@@ -195,3 +195,32 @@ def test_connections_spelled_as_airflow_gives_them_back_are_read(home, sources, 
     assert errors == {}
     assert results["health.consultation"]["rows_landed"] > 0
     assert results["hotline.ticket"]["rows_landed"] > 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////srv/depts/health.db",
+        "file:///mnt/exchange/12345",
+        "s3://zibo-outbox/370322/zibo",
+        "https://gw.sd.gov.cn/api/v2/county",
+        "http://client:secret@10.1.2.5:8080",
+        "mysql://reader:s%40cret@10.1.2.4:3306/scjg",
+        "postgresql://reader:secret@10.1.2.3:5432/hukou?sslmode=require",
+    ],
+)
+def test_a_connection_kept_in_airflow_names_the_place_it_was_made_for(url):
+    """Airflow gives a connection back with its path percent-encoded (a SQLite file, an
+    outbox folder or prefix, an endpoint's path) and PostgreSQL as postgres://; resolved, it
+    names the same file, prefix or endpoint."""
+    from airflow.sdk.definitions.connection import Connection
+
+    from etl.connections import from_airflow
+    from etl.sources.sql import database_url
+
+    spelled = Connection.from_uri(url, conn_id="x").get_uri()
+    resolved = from_airflow(spelled)
+    if url.startswith("postgresql"):
+        assert spelled.startswith("postgres://") and database_url(resolved) == url
+    else:
+        assert resolved == url
