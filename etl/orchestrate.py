@@ -256,37 +256,33 @@ class _capture_task_errors:
 WAREHOUSE_DAG_ID = "warehouse"
 
 
-def run_warehouse(day: date, *, progress: Callable[[str], None] | None = print) -> dict:
-    """Run the warehouse DAG (``dags/warehouse.py``) once with ``dag.test()`` after ``day``'s
-    ingestion, as the scheduler would once the department assets have landed.
+def run_once(dag_file: str, dag_id: str, logical_date: datetime) -> dict:
+    """Run one DAG of ``dags/<dag_file>`` once with ``dag.test()``, retries off.
 
-    Returns the run's ``state``, per task state, the failing task's ``error`` and ``traceback``,
-    ``build`` (what ``dbt_build`` returned: mode, seconds, node counts, rows per mart), ``docs``
-    (the dbt docs index), ``data_docs`` (the Data Docs index) and the mart ``asset_events`` the
-    run emitted (name, extra)."""
-    import pendulum
+    Returns ``dag_id``, ``run_id``, ``state``, per task state (``tasks``), the first failing
+    task (``failed_task``) with its ``error`` and ``traceback``, the last line of every failed
+    task's error (``errors``), what each task returned
+    (``values``), the Asset events the run emitted (``asset_events``: name, extra) and
+    ``seconds``; ``state`` is "import_error" when the DAG did not load."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    say = progress or (lambda _line: None)
-    tz = load_profile().timezone
     with _quiet():
-        bag = DagBag(dag_folder=str(DAGS_FOLDER / "warehouse.py"))
-    dag = bag.dags.get(WAREHOUSE_DAG_ID)
+        bag = DagBag(dag_folder=str(DAGS_FOLDER / dag_file))
+    dag = bag.dags.get(dag_id)
     if dag is None:
-        error = next(iter(bag.import_errors.values()), "no DAG named warehouse")
-        say(f"warehouse DAG did not load: {error.strip().splitlines()[-1]}")
-        return {"state": "import_error", "error": error.strip().splitlines()[-1], "tasks": {}}
+        error = next(iter(bag.import_errors.values()), f"no DAG named {dag_id}")
+        return {"dag_id": dag_id, "state": "import_error", "tasks": {}, "values": {},
+                "error": error.strip().splitlines()[-1], "failed_task": None}  # fmt: skip
     for task in dag.tasks:
         task.retries = 0
-    after = pendulum.datetime(day.year, day.month, day.day, tz=tz).add(days=1)
     errors: dict[str, str] = {}
     clock = time.perf_counter()
     with _quiet(), _capture_task_errors(errors):
-        dr = dag.test(logical_date=after)
+        dr = dag.test(logical_date=logical_date)
     seconds = time.perf_counter() - clock
     with create_session() as session:
         states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances(session=session)}
@@ -300,7 +296,7 @@ def run_warehouse(day: date, *, progress: Callable[[str], None] | None = print) 
             .where(AssetEvent.source_run_id == dr.run_id)
         ).all()
     failed = next((t for t, s in states.items() if s == "failed"), None)
-    result = {
+    return {
         "dag_id": dag.dag_id,
         "run_id": dr.run_id,
         "state": str(dr.state),
@@ -308,15 +304,39 @@ def run_warehouse(day: date, *, progress: Callable[[str], None] | None = print) 
         "error": errors[failed].splitlines()[-1] if failed in errors else None,
         "traceback": errors.get(failed),
         "failed_task": failed,
-        "build": values.get("dbt_build"),
-        "docs": values.get("dbt_docs"),
-        "data_docs": values.get("quality_docs"),
+        "errors": {task: error.splitlines()[-1] for task, error in errors.items()},
+        "values": values,
         "asset_events": [{"name": n, "extra": x} for n, x in events],
         "seconds": round(seconds, 1),
     }
+
+
+def run_warehouse(day: date, *, progress: Callable[[str], None] | None = print) -> dict:
+    """Run the warehouse DAG (``dags/warehouse.py``) once with ``dag.test()`` after ``day``'s
+    ingestion, as the scheduler would once the department assets have landed.
+
+    Returns what ``run_once`` returns, with ``build`` (what ``dbt_build`` returned: mode,
+    seconds, node counts, rows per mart), ``docs`` (the dbt docs index) and ``data_docs`` (the
+    Data Docs index)."""
+    import pendulum
+
+    say = progress or (lambda _line: None)
+    tz = load_profile().timezone
+    after = pendulum.datetime(day.year, day.month, day.day, tz=tz).add(days=1)
+    result = run_once("warehouse.py", WAREHOUSE_DAG_ID, after)
+    if result["state"] == "import_error":
+        say(f"warehouse DAG did not load: {result['error']}")
+        return result
+    values = result.pop("values")
+    result.update(
+        build=values.get("dbt_build"),
+        docs=values.get("dbt_docs"),
+        data_docs=values.get("quality_docs"),
+    )
+    failed, seconds = result["failed_task"], result["seconds"]
     build = result["build"] or {}
     say(
-        f"{dag.dag_id}: {result['state']} in {seconds:.1f} s"
+        f"{result['dag_id']}: {result['state']} in {seconds:.1f} s"
         + (f" ({build.get('mode')}, dbt {build.get('seconds')} s)" if build else "")
         + (f"; {failed}: {result['error']}" if failed else "")
     )

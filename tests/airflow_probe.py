@@ -5,6 +5,8 @@ so each probe gets its own AIRFLOW_HOME through the environment. Prints one JSON
 windows), the import errors, the parse time and which heavy modules parsing imported.
 ``run <day> <system>...``: prepare the embedded Airflow, then ``run_day`` and the asset events.
 ``warehouse <day>``: prepare the embedded Airflow, then ``run_warehouse`` (the warehouse DAG).
+``connections <health copy> <missing folder>``: connections kept in Airflow's database, then
+the connection check DAG (twice).
 """
 
 from __future__ import annotations
@@ -157,6 +159,42 @@ def run(day: str, systems: list[str]) -> dict:
     return {"results": results, "asset_events": events, "seconds": seconds}
 
 
+def connections(copy_of_health: str, missing_exports: str) -> dict:
+    """Prepare the embedded Airflow, keep the health database's connection in Airflow's
+    database (pointing at a copy), run the connection check; then keep the hotline's export
+    folder there too, pointing where nothing is, and run it again."""
+    import os
+
+    import pendulum
+
+    from etl.orchestrate import prepare_airflow
+
+    prepare_airflow()
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    from etl.orchestrate import run_once
+    from etl.settings import paths
+    from etl.simulate.api_server import ApiServer
+
+    server = ApiServer(paths().home, port=0).start()
+    os.environ["COUNTYLAKE_CONN_TRAFFIC_POLICE_API"] = (
+        f"http://demo-client:demo-secret@127.0.0.1:{server.port}"
+    )
+    runs = {}
+    try:
+        for name, conn_id, uri in (
+            ("health kept in Airflow", "health_db", f"sqlite:///{copy_of_health}"),
+            ("hotline kept in Airflow", "hotline_exports", f"file://{missing_exports}"),
+        ):
+            with create_session() as session:
+                session.add(Connection(conn_id=conn_id, uri=uri))
+            runs[name] = run_once("connection_check.py", "connection_check", pendulum.now("UTC"))
+    finally:
+        server.stop()
+    return runs
+
+
 def _json_default(value):
     if isinstance(value, datetime | date | timedelta):
         return str(value)
@@ -169,6 +207,8 @@ if __name__ == "__main__":
         out = describe()
     elif command == "warehouse":
         out = run_warehouse(args[0])
+    elif command == "connections":
+        out = connections(*args)
     else:
         out = run(args[0], args[1:])
     print(json.dumps(out, default=_json_default, ensure_ascii=False))

@@ -228,3 +228,38 @@ def test_warehouse_dag_runs_through_airflow(built, tmp_path):
         shown = con.execute("select max(date_day) from marts.mart_quality__scorecard").fetchone()
         published = con.execute(f"select max(day) from '{scorecard}'").fetchone()
     assert shown == published and shown[0] is not None
+
+
+def test_the_connection_check_reads_connections_kept_in_airflow(tmp_path, simulated_days):
+    """The connection check DAG asks every source from inside Airflow, where connections kept
+    in Airflow's database are seen: the health database's, pointing at a copy, is the one
+    read (its path as it was stored, not as Airflow spells it). A hotline folder kept there
+    that does not exist fails the sources task, naming the dataset, the connection and why."""
+    from conftest import copy_sources
+
+    home = tmp_path / "data"
+    home.mkdir()
+    copy_sources(simulated_days, 1, home)
+    copy = tmp_path / "elsewhere" / "health copy.db"
+    copy.parent.mkdir()
+    shutil.copy2(home / "sources" / "health.db", copy)
+    missing = tmp_path / "no such folder"
+
+    runs = call(["connections", str(copy), str(missing)], home)
+
+    first = runs["health kept in Airflow"]
+    assert first["tasks"]["sources"] == "success", first["traceback"]
+    health = [r for r in first["values"]["sources"] if r["dataset"].startswith("health.")]
+    assert health and all(r["connection"] == "Airflow connection" for r in health)
+    assert all(str(copy) in r["source"] and r["error"] is None for r in health)
+    others = [r for r in first["values"]["sources"] if not r["dataset"].startswith("health.")]
+    assert all(r["connection"] != "Airflow connection" and r["error"] is None for r in others)
+
+    second = runs["hotline kept in Airflow"]
+    assert second["tasks"]["sources"] == "failed"
+    failed = second["errors"]["sources"]
+    assert f"1 of {len(first['values']['sources'])} datasets would not get through" in failed
+    assert f"hotline.ticket (Airflow connection): {missing}: export folder does not exist" in failed
+    # no reference receivers run here: the exchanges are named as unreachable, nothing is sent
+    assert second["tasks"]["exchanges"] == "failed"
+    assert "resources would not get through" in second["errors"]["exchanges"]
