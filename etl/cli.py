@@ -111,7 +111,8 @@ def _note_contract_defaults(rows: list[dict]) -> None:
     if any(r["connection"] == "contract default" for r in rows):
         print(
             "(a contract default is the demo's connection: set COUNTYLAKE_CONN_<ID> or "
-            "connections.json; connections kept in Airflow's database are seen inside tasks only)"
+            "connections.json; connections kept in Airflow's database are seen inside tasks "
+            "only: trigger the connection_check DAG)"
         )
 
 
