@@ -261,9 +261,9 @@ def run_once(dag_file: str, dag_id: str, logical_date: datetime) -> dict:
 
     Returns ``dag_id``, ``run_id``, ``state``, per task state (``tasks``), the first failing
     task (``failed_task``) with its ``error`` and ``traceback``, the last line of every failed
-    task's error (``errors``), what each task returned
-    (``values``), the Asset events the run emitted (``asset_events``: name, extra) and
-    ``seconds``; ``state`` is "import_error" when the DAG did not load."""
+    task's error (``errors``), what each task returned (``values``), the Asset events the run
+    emitted (``asset_events``: name, extra) and ``seconds``; ``state`` is "import_error" when
+    the DAG did not load."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.models.xcom import XComModel
