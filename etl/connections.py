@@ -52,7 +52,7 @@ def _airflow_connection(conn_id: str) -> str | None:
 
 def from_airflow(uri: str) -> str:
     """An Airflow connection's URI as the URL it was made from: Airflow percent-encodes the
-    path (``sqlite:///%2Fdata%2Fhealth.db``, ``s3://outbox/370322%2Fzibo``), which would name
+    path (``sqlite:///%2Fdata%2Fhealth.db``, ``s3://outbox/county%2Fcity``), which would name
     another file, object prefix or endpoint."""
     parts = urlsplit(uri)  # (urlunsplit would read sqlite's "//" path as a host)
     query = f"?{parts.query}" if parts.query else ""
