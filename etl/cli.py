@@ -72,7 +72,7 @@ def cmd_check(args) -> int:
         f"{profile.name} ({profile.code}): {len(profile.towns)} towns, "
         f"{len(profile.villages)} villages; {len(systems)} systems, {datasets} datasets: OK"
     )
-    if not args.sources:
+    if not (args.sources or args.system):
         return 0
     chosen = [s for s in systems if args.system in (None, s.system)]
     if not chosen:
@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also connect to every department system (exit 1 if one fails)",
     )
-    p.add_argument("--system", help="with --sources: only this system")
+    p.add_argument("--system", help="ask only this system's sources (implies --sources)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(

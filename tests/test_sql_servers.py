@@ -48,7 +48,7 @@ def test_server_sources_land_like_sqlite(home, target, port, sqlite_counts, caps
     simulate(home, scale=SIM_SCALE, days=1, seed=SIM_SEED, target=target)
     from etl.cli import main
 
-    assert main(["check", "--sources", "--system", "public_security"]) == 0
+    assert main(["check", "--system", "public_security"]) == 0
     checked = capsys.readouterr().out
     registers = len(next(s for s in load_systems() if s.system == "public_security").datasets)
     assert "connections.json" in checked and f"{registers} of {registers} datasets" in checked
