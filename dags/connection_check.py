@@ -74,8 +74,7 @@ def build_dag():
             from etl.uplink.deliver import check_exchange
 
             rows = [r for n in load_profile().exchanges for r in check_exchange(find_exchange(n))]
-            named = [{**r, "name": f"{r['exchange']}.{r['resource']}"} for r in rows]
-            return verdict(named, "resources")
+            return verdict(rows, "resources")
 
         sources()
         exchanges()

@@ -330,8 +330,9 @@ def _measure_connector(spec: dict) -> dict:
     # The driver's library (libpq inside) loaded before the clock, as importing psycopg loads
     # libpq for the COPY anchor; ADBC would load it when it opens the first database. (A
     # driver named by its manifest is found and loaded inside the clock.)
-    if Path(postgres_driver()).is_file():
-        ctypes.CDLL(postgres_driver())
+    driver = postgres_driver()
+    if Path(driver).is_file():
+        ctypes.CDLL(driver)
     baseline = _baseline_mb()
     clock = _Clock()
     rows = batches = 0

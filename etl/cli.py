@@ -91,29 +91,32 @@ def _check_sources(systems) -> int:
     for system in systems:
         print(f"asking {system.system} ...", file=sys.stderr)
         rows += probe_sources([system], paths())
-    for row in rows:
-        row["result"] = row["found"] if row["error"] is None else "FAILED (below)"
-    print(text_table(rows, ["dataset", "connection", "source", "result"]))
-    failed = [r for r in rows if r["error"]]
-    for row in failed:
-        print(f"FAILED {row['dataset']}: {row['error']}", file=sys.stderr)
     if any(r["source"].startswith("postgresql://") for r in rows):
         from etl.sources.sql import postgres_driver
 
         print(f"PostgreSQL is read by ADBC's driver {postgres_driver()}")
-    _note_contract_defaults(rows)
-    print(f"{len(rows) - len(failed)} of {len(rows)} datasets answer as their contracts expect")
-    return 1 if failed else 0
+    columns = ["dataset", "connection", "source"]
+    return _report_checks(rows, columns, "datasets answer as their contracts expect")
 
 
-def _note_contract_defaults(rows: list[dict]) -> None:
-    """A check that used a contract's demo default says how to set the real connection."""
+def _report_checks(rows: list[dict], columns: list[str], verdict: str) -> int:
+    """The table of a connection check (``columns[0]`` names a row), each failure in full,
+    how to set a connection that fell back to its contract's demo default, and the count;
+    1 if one failed."""
+    for row in rows:
+        row["result"] = row["found"] if row["error"] is None else "FAILED (below)"
+    print(text_table(rows, [*columns, "result"]))
+    failed = [r for r in rows if r["error"]]
+    for row in failed:
+        print(f"FAILED {row[columns[0]]}: {row['error']}", file=sys.stderr)
     if any(r["connection"] == "contract default" for r in rows):
         print(
             "(a contract default is the demo's connection: set COUNTYLAKE_CONN_<ID> or "
             "connections.json; connections kept in Airflow's database are seen inside tasks "
             "only: trigger the connection_check DAG)"
         )
+    print(f"{len(rows) - len(failed)} of {len(rows)} {verdict}")
+    return 1 if failed else 0
 
 
 def cmd_simulate(args) -> int:
@@ -402,16 +405,8 @@ def cmd_uplink_check(args) -> int:
     for name in [args.exchange] if args.exchange else load_profile().exchanges:
         print(f"asking {name} ...", file=sys.stderr)
         rows += check_exchange(find_exchange(name))
-    for row in rows:
-        row["result"] = row["found"] if row["error"] is None else "FAILED (below)"
-    columns = ["exchange", "resource", "transport", "connection", "where", "result"]
-    print(text_table(rows, columns))
-    failed = [r for r in rows if r["error"]]
-    for row in failed:
-        print(f"FAILED {row['exchange']}.{row['resource']}: {row['error']}", file=sys.stderr)
-    _note_contract_defaults(rows)
-    print(f"{len(rows) - len(failed)} of {len(rows)} resources can be delivered")
-    return 1 if failed else 0
+    columns = ["name", "transport", "connection", "where"]
+    return _report_checks(rows, columns, "resources can be delivered")
 
 
 def cmd_uplink_catalogue(args) -> int:

@@ -256,7 +256,7 @@ class SqlSource:
 
     def _run(self, query: str, what: str):
         if self.url.startswith("sqlite://"):
-            # unquoted: an Airflow connection gives the path as sqlite:///%2Fdata%2Fhealth.db
+            # a URL's path is percent-encoded (a space as %20); connectorx opens it unquoted
             path = Path(unquote(urlsplit(self.url).path))
             if not path.exists():
                 raise SourceError(

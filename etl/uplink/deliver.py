@@ -407,6 +407,7 @@ def check_exchange(exchange: ExchangeContract, where: Paths | str | Path | None 
         config = exchange.transport_of(resource)
         url, origin = resolve_with_origin(config, where)
         row = {
+            "name": f"{exchange.exchange}.{resource.resource}",
             "exchange": exchange.exchange,
             "resource": resource.resource,
             "transport": config.kind,
